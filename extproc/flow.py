@@ -1,0 +1,184 @@
+"""The per-request state machine: headers -> (body) -> decision -> response. No I/O.
+
+One :class:`RequestFlow` lives for one ext_proc stream (one HTTP request). Feed it
+each ``ProcessingRequest`` with :meth:`RequestFlow.receive`; it returns the
+``ProcessingResponse`` to send, or ``None`` while it waits for more body chunks.
+When it is done, :attr:`RequestFlow.outcome` says what happened (for metrics and
+logs). The gRPC servicer is only a pump around this; ``model-router explain``
+drives the very same class with synthesized messages.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+
+from extproc import responses
+from extproc.config import Config
+from extproc.errors import BodyTooLarge, InvalidBody, RouterError
+from extproc.policies.scheduler import Decision, Scheduler
+from extproc.protocols import NeedsBody, RequestHead, understand_body, understand_head
+from extproc.protocols.base import InferenceRequest
+from extproc.protocols.body import declared_length
+from extproc.registry.base import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    """Everything one request needs, captured once when its stream opens.
+
+    A reload builds a new ``RouterState`` and swaps it in; streams already open
+    finish on the state they started with.
+    """
+
+    config: Config
+    registry: Registry
+    scheduler: Scheduler
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.config.limits.max_body_bytes
+
+
+class Phase(enum.Enum):
+    HEADERS = "headers"
+    BODY = "body"
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request."""
+
+    request: InferenceRequest | None = None
+    decision: Decision | None = None
+    error: RouterError | None = None
+    body_bytes: int = 0
+    used_body: bool = False
+
+    @property
+    def status(self) -> int:
+        return 0 if self.error is None else self.error.status
+
+    @property
+    def model(self) -> str | None:
+        """The model name, only when it is registered (safe as a metric label)."""
+        if self.decision is not None:
+            return self.decision.model
+        return None
+
+
+def parse_head(msg: ep.HttpHeaders) -> RequestHead:
+    """Headers as Envoy sends them (values in ``raw_value``), pseudo-headers split out."""
+    headers: dict[str, str] = {}
+    for h in msg.headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        key = h.key.lower()
+        if key in headers:
+            headers[key] = f"{headers[key]},{value}"
+        else:
+            headers[key] = value
+    return RequestHead(
+        method=headers.get(":method", ""), path=headers.get(":path", "/"), headers=headers
+    )
+
+
+def subset_hint(msg: ep.ProcessingRequest) -> Sequence[str] | None:
+    """The proxy's candidate subset (endpoint picker protocol), if it sent one."""
+    fm = msg.metadata_context.filter_metadata
+    if responses.SUBSET_NAMESPACE not in fm:
+        return None
+    field = fm[responses.SUBSET_NAMESPACE].fields.get(responses.SUBSET_KEY)
+    if field is None:
+        return None
+    return [v.string_value for v in field.list_value.values]
+
+
+class RequestFlow:
+    __slots__ = ("_body", "_body_len", "_head", "_need", "_state", "_subset", "outcome", "phase")
+
+    def __init__(self, state: RouterState) -> None:
+        self._state = state
+        self.phase = Phase.HEADERS
+        self.outcome = Outcome()
+        self._head: RequestHead | None = None
+        self._need: NeedsBody | None = None
+        self._subset: Sequence[str] | None = None
+        self._body: list[bytes] = []
+        self._body_len = 0
+
+    def __repr__(self) -> str:
+        rid = self._head.request_id if self._head else ""
+        return f"RequestFlow(phase={self.phase.value}, request_id={rid!r}, body={self._body_len}B)"
+
+    @property
+    def head(self) -> RequestHead | None:
+        return self._head
+
+    def receive(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
+        kind = msg.WhichOneof("request")
+        try:
+            if kind == "request_headers" and self.phase is Phase.HEADERS:
+                return self._on_headers(msg)
+            if kind == "request_body" and self.phase is Phase.BODY:
+                return self._on_body(msg.request_body)
+        except RouterError as err:
+            return self._fail(err)
+        # Anything else (trailers, response phases, a body we did not ask for) passes.
+        return responses.passthrough(kind or "request_headers")
+
+    def fail(self, err: RouterError) -> ep.ProcessingResponse:
+        """Answer with ``err`` (used by the pump for unexpected failures too)."""
+        return self._fail(err)
+
+    def _fail(self, err: RouterError) -> ep.ProcessingResponse:
+        self.phase = Phase.DONE
+        self.outcome.error = err
+        return responses.immediate(err)
+
+    def _decide(self, request: InferenceRequest) -> Decision:
+        self.outcome.request = request
+        state = self._state
+        decision = state.scheduler.schedule(request, state.registry.snapshot, self._subset)
+        self.outcome.decision = decision
+        self.phase = Phase.DONE
+        return decision
+
+    def _on_headers(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        headers = msg.request_headers
+        head = self._head = parse_head(headers)
+        self._subset = subset_hint(msg)
+        understood = understand_head(head)
+        if isinstance(understood, InferenceRequest):
+            return responses.route_on_headers(self._decide(understood))
+        limit = self._state.max_body_bytes
+        length = declared_length(head)
+        if length is not None and length > limit:
+            raise BodyTooLarge(f"body of {length} bytes is over the {limit}-byte limit")
+        if headers.end_of_stream:
+            raise InvalidBody("request body is empty; a JSON object is required")
+        self._need = understood
+        self.phase = Phase.BODY
+        return responses.continue_headers()
+
+    def _on_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | None:
+        chunk = body.body
+        self._body_len += len(chunk)
+        limit = self._state.max_body_bytes
+        if self._body_len > limit:
+            self._body.clear()
+            raise BodyTooLarge(f"body is over the {limit}-byte limit")
+        if chunk:
+            self._body.append(chunk)
+        if not body.end_of_stream:
+            return None  # streamed chunks: keep accumulating
+        raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self.outcome.body_bytes = self._body_len
+        self.outcome.used_body = True
+        assert self._head is not None and self._need is not None
+        request = understand_body(self._head, self._need, raw, limit)
+        return responses.route_on_body(self._decide(request))

@@ -1,0 +1,149 @@
+"""From an understood request and a registry snapshot to an ordered list of endpoints.
+
+filters (routable, version, tags, proxy subset) -> picker -> primary + fallbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from extproc.config import Config
+from extproc.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound
+from extproc.policies import make_picker
+from extproc.policies.base import Picker
+from extproc.protocols.base import InferenceRequest
+from extproc.registry.base import Deployment, Endpoint, ModelEntry, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    model: str
+    version: str
+    deployment: str
+    endpoints: tuple[str, ...]
+    """Primary first, then ordered fallbacks (``ip:port``)."""
+    picker: str
+    candidates: int
+    reason: str
+
+
+def _matches(dep: Deployment, version: str | None, tags: Mapping[str, str]) -> bool:
+    if version is not None and dep.version != version:
+        return False
+    return all(dep.tags.get(k) == v for k, v in tags.items())
+
+
+def _why_empty(model: ModelEntry, version: str | None, tags: Mapping[str, str]) -> str:
+    deps = model.deployments
+    want = f"model {model.name!r}" + (f" version {version!r}" if version else "")
+    if not deps:
+        return f"{want} has no deployments"
+    wrong_version = sum(1 for d in deps if version is not None and d.version != version)
+    wrong_tags = sum(
+        1
+        for d in deps
+        if (version is None or d.version == version)
+        and not all(d.tags.get(k) == v for k, v in tags.items())
+    )
+    not_routable = sum(1 for d in deps if _matches(d, version, tags) and not d.routable)
+    parts = []
+    if wrong_version:
+        parts.append(f"{wrong_version} of another version")
+    if wrong_tags:
+        parts.append(f"{wrong_tags} without tags {dict(tags)}")
+    if not_routable:
+        parts.append(f"{not_routable} disabled, unhealthy or weight 0")
+    return f"no routable deployment for {want}: " + ", ".join(parts)
+
+
+class Scheduler:
+    """Holds the pickers (and their state) for one configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self._default = make_picker(config.scheduling.picker)
+        self._max_fallbacks = config.scheduling.max_fallbacks
+        self._per_model: dict[str, tuple[Picker, int]] = {
+            name: (make_picker(m.scheduling.picker), m.scheduling.max_fallbacks)
+            for name, m in config.models.items()
+            if m.scheduling is not None
+        }
+        self._snapshot: Snapshot | None = None
+        self._cache: dict[tuple[str, str | None], tuple[Endpoint, ...]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Scheduler(default={self._default!r}, fallbacks={self._max_fallbacks}, "
+            f"overrides={sorted(self._per_model)}, cached_pools={len(self._cache)})"
+        )
+
+    def _candidates(
+        self, snapshot: Snapshot, model: ModelEntry, version: str | None, tags: Mapping[str, str]
+    ) -> tuple[Endpoint, ...]:
+        if tags:
+            return tuple(
+                e
+                for d in model.deployments
+                if d.routable and _matches(d, version, tags)
+                for e in d.endpoints
+            )
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self._cache = {}
+        key = (model.name, version)
+        cands = self._cache.get(key)
+        if cands is None:
+            cands = tuple(
+                e
+                for d in model.deployments
+                if d.routable and _matches(d, version, tags)
+                for e in d.endpoints
+            )
+            self._cache[key] = cands
+        return cands
+
+    def schedule(
+        self,
+        request: InferenceRequest,
+        snapshot: Snapshot,
+        subset: Collection[str] | None = None,
+    ) -> Decision:
+        model = snapshot.models.get(request.model)
+        if model is None:
+            raise ModelNotFound(f"model {request.model!r} is not registered")
+        version = request.version
+        if version is not None and version not in model.versions:
+            raise VersionNotFound(
+                f"model {model.name!r} has no version {version!r} "
+                f"(registered: {', '.join(model.versions)})"
+            )
+        cands = self._candidates(snapshot, model, version, request.tags)
+        if not cands:
+            raise NoHealthyDeployment(_why_empty(model, version, request.tags))
+        if subset is not None:
+            allowed = set(subset)
+            cands = tuple(e for e in cands if e.address in allowed)
+            if not cands:
+                raise NoHealthyDeployment(
+                    f"none of the {len(allowed)} endpoints in the proxy's subset hint "
+                    f"can serve model {model.name!r}"
+                )
+        picker, fallbacks = self._per_model.get(model.name, (self._default, self._max_fallbacks))
+        key = f"{model.name}\x00{version or ''}\x00{sorted(request.tags.items())}"
+        picked = picker.pick(key, cands, 1 + fallbacks)
+        primary = picked[0]
+        dep = next(d for d in model.deployments if d.name == primary.deployment)
+        return Decision(
+            model=model.name,
+            version=dep.version,
+            deployment=dep.name,
+            endpoints=tuple(e.address for e in picked),
+            picker=picker.name,
+            candidates=len(cands),
+            reason=(
+                f"{picker.name} over {len(cands)} endpoint(s) of model {model.name!r}"
+                f" version {version or 'any'}"
+                + (f" with tags {dict(request.tags)}" if request.tags else "")
+                + (" within the proxy's subset" if subset is not None else "")
+            ),
+        )

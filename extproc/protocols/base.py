@@ -1,0 +1,41 @@
+"""What every protocol adapter produces: one :class:`InferenceRequest`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ProtocolName = Literal["openai", "kserve_v2", "generic"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """The request line and headers as Envoy sent them (names lower-case)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+    @property
+    def path_only(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get("x-request-id", "")
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """A request understood well enough to route: protocol, model, version and wishes."""
+
+    protocol: ProtocolName
+    model: str
+    version: str | None
+    head: RequestHead
+    body: Mapping[str, Any] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Deployment tags the request requires (``x-model-tags: k=v,k2=v2``)."""
+    source: str = ""
+    """How model and version were found, for ``explain`` and logs."""

@@ -1,0 +1,97 @@
+"""Registry interface: where each model's deployments live and whether they can serve.
+
+A registry publishes immutable :class:`Snapshot` values. The request path reads
+the current snapshot with one attribute load and never waits on the registry;
+backends (the routing file now, Consul next) build a new snapshot and swap it in.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One serving address of a deployment, always ``ip:port`` (Envoy's ORIGINAL_DST needs it)."""
+
+    address: str
+    deployment: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    model: str
+    version: str
+    endpoints: tuple[Endpoint, ...]
+    weight: int = 1
+    tags: Mapping[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    healthy: bool = True
+
+    @property
+    def routable(self) -> bool:
+        return self.enabled and self.healthy and self.weight > 0 and bool(self.endpoints)
+
+    def __repr__(self) -> str:
+        state = "routable" if self.routable else ("disabled" if not self.enabled else "unhealthy")
+        return (
+            f"Deployment({self.name!r}, model={self.model!r}, version={self.version!r}, "
+            f"endpoints={[e.address for e in self.endpoints]}, weight={self.weight}, {state})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    protocol: str
+    versions: tuple[str, ...]
+    deployments: tuple[Deployment, ...]
+
+    def __repr__(self) -> str:
+        n = sum(1 for d in self.deployments if d.routable)
+        return (
+            f"ModelEntry({self.name!r}, protocol={self.protocol}, versions={list(self.versions)}, "
+            f"deployments={len(self.deployments)} ({n} routable))"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable view of every model and its deployments at one moment."""
+
+    models: Mapping[str, ModelEntry]
+    source: str
+    generation: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    def __repr__(self) -> str:
+        deps = sum(len(m.deployments) for m in self.models.values())
+        eps = sum(len(d.endpoints) for m in self.models.values() for d in m.deployments)
+        return (
+            f"Snapshot(source={self.source!r}, generation={self.generation}, "
+            f"models={len(self.models)}, deployments={deps}, endpoints={eps})"
+        )
+
+
+class Registry(abc.ABC):
+    """A source of snapshots. ``start`` loads the first one; ``snapshot`` never blocks."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def ready(self) -> bool:
+        """True once a usable snapshot exists (gRPC readiness follows this)."""
+        return True
