@@ -81,7 +81,7 @@ class ModelServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError(f"{self.spec.name} already started")
-        runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.spec.host, self.spec.port)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
-
 from extproc.config import Config
 from extproc.config import Endpoint as EndpointConfig
 from extproc.errors import ConfigError
@@ -52,23 +50,17 @@ async def build_snapshot(config: Config, source: str, generation: int = 0) -> Sn
 class StaticRegistry(Registry):
     """Serves the routing file's deployments; ``update`` swaps in a reloaded file."""
 
-    def __init__(self, config: Config, source: str) -> None:
+    def __init__(self, config: Config, source: str, *, generation: int = 0) -> None:
         self._config = config
         self._source = source
+        self._generation = generation
         self._snapshot: Snapshot | None = None
 
     async def start(self) -> None:
-        self._snapshot = await build_snapshot(self._config, self._source)
+        self._snapshot = await build_snapshot(self._config, self._source, self._generation)
 
     async def stop(self) -> None:
         return None
-
-    async def update(self, config: Config) -> None:
-        """Build the new snapshot fully, then swap it in with one assignment."""
-        gen = self._snapshot.generation + 1 if self._snapshot else 0
-        new = await build_snapshot(config, self._source, gen)
-        self._config = config
-        self._snapshot = new
 
     @property
     def ready(self) -> bool:
@@ -82,9 +74,3 @@ class StaticRegistry(Registry):
 
     def __repr__(self) -> str:
         return f"StaticRegistry(source={self._source!r}, snapshot={self._snapshot!r})"
-
-
-def endpoints_of(snapshot: Snapshot) -> Iterable[Endpoint]:
-    for model in snapshot.models.values():
-        for dep in model.deployments:
-            yield from dep.endpoints

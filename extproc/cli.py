@@ -1,0 +1,128 @@
+"""Command line: ``model-router serve | up | demo | explain | check-config``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from extproc import logs
+from extproc.config import Config, load_config
+from extproc.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where available (a measurable win for gRPC streams)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _load_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"{exc.source}: invalid routing file", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="model-router")
+def main() -> None:
+    """model-router: an Envoy ext_proc router for inference requests."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--workers", type=int, default=None, help="Worker processes (default: routing file).")
+@click.option("--worker-index", type=int, default=None, hidden=True)
+@click.option("--log-level", default="info", show_default=True)
+def serve(config_path: Path, workers: int | None, worker_index: int | None, log_level: str) -> None:
+    """Run the ext_proc gRPC server (N workers on ports port..port+N-1)."""
+    config = _load_or_exit(config_path)
+    n = workers or config.listener.workers
+    if worker_index is None and n > 1:
+        from extproc.supervisor import Supervisor
+
+        logs.setup(log_level)
+        sup = Supervisor(
+            config_path, n, grace_s=config.listener.grace_period_s, log_level=log_level
+        )
+        sys.exit(run(sup.run()))
+    from extproc.server import Server
+
+    index = worker_index or 0
+    logs.setup(log_level, worker=index)
+    server = Server(config, config_path=config_path, worker=index)
+    run(server.serve())
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path))
+def check_config(path: Path) -> None:
+    """Validate a routing file; print every problem with its key path and line."""
+    config = _load_or_exit(path)
+    deps = len(config.deployments)
+    eps = sum(len(d.endpoints) for d in config.deployments)
+    click.echo(f"{path}: ok ({len(config.models)} models, {deps} deployments, {eps} endpoints)")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--request", "request_path", type=click.Path(path_type=Path, exists=True))
+@click.option("--path", "http_path", default="/v1/chat/completions", show_default=True)
+@click.option("--method", default="POST", show_default=True)
+@click.option("--header", "headers", multiple=True, help="k=v (repeatable)")
+def explain(
+    config_path: Path,
+    request_path: Path | None,
+    http_path: str,
+    method: str,
+    headers: tuple[str, ...],
+) -> None:
+    """Print the routing decision for one request as JSON (no network)."""
+    from extproc.explain import explain_request
+
+    config = _load_or_exit(config_path)
+    hdrs: list[tuple[str, str]] = []
+    for item in headers:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not k=v", param_hint="--header")
+        hdrs.append((key.strip().lower(), value.strip()))
+    body = request_path.read_bytes() if request_path else None
+    result = run(explain_request(config, str(config_path), method, http_path, hdrs, body))
+    click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--log-level", default="warning", show_default=True)
+def up(config_path: Path, log_level: str) -> None:
+    """Run the router and Envoy together (Envoy config rendered from the shipped template)."""
+    from extproc.stack import run_up
+
+    config = _load_or_exit(config_path)
+    logs.setup(log_level, json=False)
+    sys.exit(run(run_up(config, config_path, log_level)))
+
+
+@main.command()
+@click.option("--log-level", default="warning", show_default=True)
+def demo(log_level: str) -> None:
+    """Start model servers, router and Envoy; send requests; print where each landed."""
+    from extproc.demo import run_demo
+
+    logs.setup(log_level, json=False)
+    sys.exit(run(run_demo()))

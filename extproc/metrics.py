@@ -1,0 +1,132 @@
+"""Prometheus collectors, all on an injected ``CollectorRegistry``.
+
+Label values never come from the client: a model label is a registered model
+name or ``__unregistered__``, so hostile requests cannot blow up cardinality.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from extproc.flow import Outcome
+
+UNREGISTERED = "__unregistered__"
+NO_MODEL = "__none__"
+
+# Router-internal latencies are tens of microseconds to a few milliseconds.
+_FAST_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """Every collector the router exports; label children are cached for the hot path."""
+
+    def __init__(self, registry: CollectorRegistry, *, worker: int = 0) -> None:
+        self.registry = registry
+        self.worker = str(worker)
+        ns = "model_router"
+        self.requests = Counter(
+            f"{ns}_requests",
+            "Requests handled, by model and outcome (routed, rejected, failed).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{ns}_errors",
+            "Requests answered with an error, by error type and HTTP status.",
+            ["type", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            f"{ns}_request_duration_seconds",
+            "Time a request spends in the router: from its headers arriving to the final answer.",
+            ["path"],
+            buckets=_FAST_BUCKETS,
+            registry=registry,
+        )
+        self.phase = Histogram(
+            f"{ns}_phase_duration_seconds",
+            "Time per phase: decision (router CPU), body_transfer (headers answered to body "
+            "received, Envoy buffering and sending the body), stream (whole ext_proc stream).",
+            ["phase"],
+            buckets=_FAST_BUCKETS,
+            registry=registry,
+        )
+        self.body_bytes = Histogram(
+            f"{ns}_request_body_bytes",
+            "Size of request bodies the router had to inspect.",
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            f"{ns}_inflight_streams", "Open ext_proc streams.", registry=registry
+        )
+        self.internal_errors = Counter(
+            f"{ns}_internal_errors",
+            "Unexpected exceptions caught at the per-request boundary.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            f"{ns}_config_reloads",
+            "Routing-file reload attempts by result (success, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.config_generation = Gauge(
+            f"{ns}_config_generation", "Generation of the routing snapshot in use.", registry=registry
+        )
+        self.last_reload = Gauge(
+            f"{ns}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful (re)load of the routing file.",
+            registry=registry,
+        )
+        self.endpoints = Gauge(
+            f"{ns}_registry_endpoints",
+            "Endpoints in the registry snapshot, by model, version, deployment and state.",
+            ["model", "version", "deployment", "state"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+        self._headers_only = self.duration.labels("headers")
+        self._with_body = self.duration.labels("body")
+        self._decision = self.phase.labels("decision")
+        self._transfer = self.phase.labels("body_transfer")
+        self._stream = self.phase.labels("stream")
+
+    def _child(self, metric: Counter, *labels: str) -> MetricWrapperBase:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(
+        self,
+        outcome: Outcome,
+        *,
+        decision_s: float,
+        in_router_s: float,
+        body_transfer_s: float | None,
+    ) -> None:
+        err = outcome.error
+        if err is None:
+            model = outcome.model or NO_MODEL
+            result = "routed"
+        else:
+            model = outcome.model or UNREGISTERED
+            result = "failed" if err.status >= 500 else "rejected"
+            self._child(self.errors, err.type, str(err.status)).inc()
+        self._child(self.requests, model, result).inc()
+        self._decision.observe(decision_s)
+        if outcome.used_body:
+            self._with_body.observe(in_router_s)
+            self.body_bytes.observe(outcome.body_bytes)
+        else:
+            self._headers_only.observe(in_router_s)
+        if body_transfer_s is not None:
+            self._transfer.observe(body_transfer_s)
+
+    def observe_stream(self, seconds: float) -> None:
+        self._stream.observe(seconds)
