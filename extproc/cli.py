@@ -44,7 +44,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
+)
 @click.option("--workers", type=int, default=None, help="Worker processes (default: routing file).")
 @click.option("--worker-index", type=int, default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
@@ -79,7 +81,9 @@ def check_config(path: Path) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
+)
 @click.option("--request", "request_path", type=click.Path(path_type=Path, exists=True))
 @click.option("--path", "http_path", default="/v1/chat/completions", show_default=True)
 @click.option("--method", default="POST", show_default=True)
@@ -107,7 +111,9 @@ def explain(
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
+)
 @click.option("--log-level", default="warning", show_default=True)
 def up(config_path: Path, log_level: str) -> None:
     """Run the router and Envoy together (Envoy config rendered from the shipped template)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from extproc.errors import ConfigError
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
+_HOSTPORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
+)
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 
 
@@ -29,14 +31,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-class FailureMode(str, Enum):
+class FailureMode(StrEnum):
     """What Envoy does when the router cannot answer (down, timeout)."""
 
     OPEN = "open"
     CLOSED = "closed"
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     OPENAI = "openai"
     KSERVE_V2 = "kserve_v2"
     GENERIC = "generic"

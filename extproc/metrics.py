@@ -7,7 +7,6 @@ name or ``__unregistered__``, so hostile requests cannot blow up cardinality.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 from extproc.flow import Outcome
 
@@ -60,9 +59,7 @@ class Metrics:
             buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
             registry=registry,
         )
-        self.inflight = Gauge(
-            f"{ns}_inflight_streams", "Open ext_proc streams.", registry=registry
-        )
+        self.inflight = Gauge(f"{ns}_inflight_streams", "Open ext_proc streams.", registry=registry)
         self.internal_errors = Counter(
             f"{ns}_internal_errors",
             "Unexpected exceptions caught at the per-request boundary.",
@@ -75,7 +72,9 @@ class Metrics:
             registry=registry,
         )
         self.config_generation = Gauge(
-            f"{ns}_config_generation", "Generation of the routing snapshot in use.", registry=registry
+            f"{ns}_config_generation",
+            "Generation of the routing snapshot in use.",
+            registry=registry,
         )
         self.last_reload = Gauge(
             f"{ns}_config_last_reload_success_timestamp_seconds",
@@ -88,14 +87,14 @@ class Metrics:
             ["model", "version", "deployment", "state"],
             registry=registry,
         )
-        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+        self._children: dict[tuple[str, ...], Counter] = {}
         self._headers_only = self.duration.labels("headers")
         self._with_body = self.duration.labels("body")
         self._decision = self.phase.labels("decision")
         self._transfer = self.phase.labels("body_transfer")
         self._stream = self.phase.labels("stream")
 
-    def _child(self, metric: Counter, *labels: str) -> MetricWrapperBase:
+    def _child(self, metric: Counter, *labels: str) -> Counter:
         key = (metric._name, *labels)
         child = self._children.get(key)
         if child is None:

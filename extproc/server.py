@@ -46,7 +46,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
     def __init__(self, server: Server) -> None:
         self._server = server
 
-    async def Process(  # noqa: N802 (gRPC method name)
+    async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: object
     ) -> AsyncIterator[ep.ProcessingResponse]:
         server = self._server
@@ -251,7 +251,9 @@ class Server:
         registry = self.metrics.registry
 
         async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web.Response(
+                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response({"status": "ok", "worker": self.worker})
@@ -290,7 +292,9 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_exit)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_quietly(), "sighup-reload"))
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._spawn(self._reload_quietly(), "sighup-reload")
+        )
 
     async def _reload_quietly(self) -> None:
         await self.reload()

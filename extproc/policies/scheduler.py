@@ -110,7 +110,9 @@ class Scheduler:
     ) -> Decision:
         model = snapshot.models.get(request.model)
         if model is None:
-            raise ModelNotFound(f"model {request.model!r} is not registered")
+            raise ModelNotFound(
+                f"model {request.model!r} is not registered", field=request.model_field
+            )
         version = request.version
         if version is not None and version not in model.versions:
             raise VersionNotFound(

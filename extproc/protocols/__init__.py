@@ -68,9 +68,7 @@ def understand_head(head: RequestHead) -> InferenceRequest | NeedsBody:
     return generic.from_headers(head, tags)
 
 
-def understand_body(
-    head: RequestHead, need: NeedsBody, raw: bytes, limit: int
-) -> InferenceRequest:
+def understand_body(head: RequestHead, need: NeedsBody, raw: bytes, limit: int) -> InferenceRequest:
     body: Mapping[str, Any] = decode_json_object(head, raw, limit)
     # Only OpenAI paths need the body to identify the model today.
     return openai.from_body(head, body, need.tags)

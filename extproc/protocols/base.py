@@ -39,3 +39,5 @@ class InferenceRequest:
     """Deployment tags the request requires (``x-model-tags: k=v,k2=v2``)."""
     source: str = ""
     """How model and version were found, for ``explain`` and logs."""
+    model_field: str | None = None
+    """JSON Pointer of the model name when it came from the body (for error ``field``)."""

@@ -10,7 +10,9 @@ from extproc.errors import InvalidRequest
 from extproc.protocols.base import InferenceRequest, RequestHead
 
 # /v2/models/{name}[/versions/{v}][/infer|/ready]; names may contain '/', '.', ':'.
-PATH = re.compile(r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?(?P<op>/infer|/ready)?$")
+PATH = re.compile(
+    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?(?P<op>/infer|/ready)?$"
+)
 
 
 def match(path: str) -> re.Match[str] | None:

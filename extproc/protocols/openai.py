@@ -27,4 +27,5 @@ def from_body(
         body=body,
         tags=tags,
         source="body 'model'" + (", header x-model-version" if version else ""),
+        model_field="/model",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+
 from extproc.config import Config
 from extproc.config import Endpoint as EndpointConfig
 from extproc.errors import ConfigError

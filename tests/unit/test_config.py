@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extproc.config import FailureMode, load_config, parse_config
+from extproc.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "routes.yaml")
+    return info.value.problems
+
+
+def test_example_routing_file_is_valid() -> None:
+    cfg = load_config(ROOT / "examples" / "routes.yaml")
+    assert cfg.failure_mode is FailureMode.CLOSED
+    assert cfg.limits.max_body_bytes == 4 * 1024 * 1024
+    assert {d.model for d in cfg.deployments} == set(cfg.models)
+
+
+def test_defaults() -> None:
+    cfg = parse_config("")
+    assert cfg.listener.port == 50051 and cfg.listener.workers == 1
+    assert cfg.worker_ports() == [50051]
+    assert cfg.scheduling.picker == "round_robin"
+
+
+def test_errors_name_key_path_and_line() -> None:
+    found = problems(
+        "models:\n"
+        "  a:\n"
+        "    protocol: grpc\n"
+        "    versions: ['1']\n"
+        "deployments:\n"
+        "  - name: d\n"
+        "    model: a\n"
+        "    version: '1'\n"
+        "    endpoints: ['no-port']\n"
+    )
+    assert "line 3: models.a.protocol: Input should be 'openai', 'kserve_v2' or 'generic'" in found
+    assert any(p.startswith("line 9: deployments[0].endpoints: endpoint 'no-port'") for p in found)
+
+
+def test_unknown_keys_and_pickers_rejected() -> None:
+    found = problems("listner: {}\nscheduling: {picker: magic}\n")
+    assert any("listner: Extra inputs are not permitted" in p for p in found)
+    assert any("scheduling.picker: unknown picker 'magic'" in p for p in found)
+
+
+def test_cross_references_checked() -> None:
+    found = problems(
+        "models: {a: {protocol: openai, versions: ['1']}}\n"
+        "fail_open: {chat_model: zzz}\n"
+        "deployments:\n"
+        "  - {name: d, model: a, version: '2', endpoints: ['127.0.0.1:1']}\n"
+        "  - {name: d, model: b, version: '1', endpoints: ['127.0.0.1:2']}\n"
+    )
+    assert "deployments[0].version: '2' is not one of model 'a' versions ['1']" in found
+    assert "deployments[1].name: duplicate deployment name 'd'" in found
+    assert "deployments[1].model: 'b' is not declared under models" in found
+    assert "fail_open.chat_model: 'zzz' is not declared under models" in found
+
+
+def test_yaml_syntax_and_shape_errors() -> None:
+    assert problems("models: [unclosed")[0].startswith("not valid YAML")
+    assert problems("- a\n- b\n") == ["<root>: the routing file must be a mapping"]
+
+
+def test_endpoint_forms() -> None:
+    cfg = parse_config(
+        "models: {a: {protocol: openai, versions: [1]}}\n"
+        "deployments:\n"
+        "  - {name: d, model: a, version: 1, endpoints: ['[::1]:80', 'model.local:8000']}\n"
+    )
+    eps = cfg.deployments[0].endpoints
+    assert [e.address for e in eps] == ["[::1]:80", "model.local:8000"]
+    assert eps[0].is_ip and not eps[1].is_ip
+    assert cfg.models["a"].versions == ("1",)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("/nonexistent/routes.yaml")
+    assert "cannot read" in info.value.problems[0]
