@@ -64,10 +64,12 @@ def immediate(err: RouterError) -> ep.ProcessingResponse:
 def _fill(common: ep.CommonResponse, md: struct_pb2.Struct, decision: Decision) -> None:
     # Built by mutation, not nested constructors: upb copies every nested message
     # passed as a keyword, which made this 4x slower on the hot path.
-    endpoints = ",".join(decision.endpoints)
+    # The header carries the primary only: Envoy's ORIGINAL_DST cluster reads one ip:port
+    # from it. The metadata carries primary then fallbacks, for proxies whose
+    # load-balancing policy (e.g. override_host) walks the list on retry.
     add = common.header_mutation.set_headers.add
     for key, value in (
-        (DESTINATION_HEADER, endpoints),
+        (DESTINATION_HEADER, decision.endpoints[0]),
         (MODEL_HEADER, decision.model),
         (VERSION_HEADER, decision.version),
         (DEPLOYMENT_HEADER, decision.deployment),
@@ -77,7 +79,9 @@ def _fill(common: ep.CommonResponse, md: struct_pb2.Struct, decision: Decision) 
         opt.header.raw_value = value.encode()
         opt.append_action = _OVERWRITE
     common.clear_route_cache = True
-    md.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = endpoints
+    md.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = ",".join(
+        decision.endpoints
+    )
 
 
 def route_on_headers(decision: Decision) -> ep.ProcessingResponse:

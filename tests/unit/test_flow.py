@@ -55,12 +55,13 @@ def test_openai_needs_body_then_routes_with_fallbacks() -> None:
     assert not first.request_headers.response.HasField("header_mutation")
     assert second is not None and second.HasField("request_body")
     hdrs = set_headers(second)
-    endpoints = hdrs[DESTINATION_HEADER].split(",")
-    # primary plus ordered fallbacks, all distinct, all serving chat-small
+    md = second.dynamic_metadata.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER]
+    endpoints = md.string_value.split(",")
+    # metadata: primary plus ordered fallbacks, all distinct, all serving chat-small
     assert len(endpoints) == 3 and len(set(endpoints)) == 3
     assert set(endpoints) == {"127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"}
-    md = second.dynamic_metadata.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER]
-    assert md.string_value == hdrs[DESTINATION_HEADER]
+    # header: the primary alone, as ORIGINAL_DST needs one ip:port
+    assert hdrs[DESTINATION_HEADER] == endpoints[0]
     assert flow.outcome.used_body and flow.outcome.body_bytes == len(CHAT)
 
 
