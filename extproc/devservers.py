@@ -167,6 +167,7 @@ class ModelServer:
             r.add_get("/v2/models/{name}/versions/{version}", self._v2_metadata)
             r.add_post("/v2/models/{name}/infer", self._v2_infer)
             r.add_post("/v2/models/{name}/versions/{version}/infer", self._v2_infer)
+            r.add_post("/{tail:.*}", self._generic)  # generic JSON APIs (x-model)
         return app
 
     @web.middleware

@@ -79,7 +79,12 @@ class ManagedProcess:
     """A child process with a name, started in its own process group, stopped with grace."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -106,7 +111,7 @@ class ManagedProcess:
         out = None
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
-            out = self._log_fh = self.log.open("ab")  # noqa: SIM115 (closed in stop)
+            out = self._log_fh = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
@@ -139,7 +144,9 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-async def wait_http_ok(url: str, timeout_s: float = 30.0, proc: ManagedProcess | None = None) -> None:
+async def wait_http_ok(
+    url: str, timeout_s: float = 30.0, proc: ManagedProcess | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(trust_env=False) as session:
         while True:
@@ -165,7 +172,10 @@ async def grpc_health(address: str, service: str = "", timeout_s: float = 1.0) -
 
 
 async def wait_grpc_serving(
-    address: str, service: str = "readiness", timeout_s: float = 30.0, proc: ManagedProcess | None = None
+    address: str,
+    service: str = "readiness",
+    timeout_s: float = 30.0,
+    proc: ManagedProcess | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -177,18 +187,33 @@ async def wait_grpc_serving(
         except grpc.aio.AioRpcError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"gRPC health {service!r} at {address} not SERVING after {timeout_s}s")
+            raise TimeoutError(
+                f"gRPC health {service!r} at {address} not SERVING after {timeout_s}s"
+            )
         await asyncio.sleep(0.05)
 
 
-def router_argv(config_path: Path, *, workers: int | None = None, log_level: str = "warning") -> list[str]:
-    argv = [sys.executable, "-m", "extproc", "serve", "--config", str(config_path), "--log-level", log_level]
+def router_argv(
+    config_path: Path, *, workers: int | None = None, log_level: str = "warning"
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "extproc",
+        "serve",
+        "--config",
+        str(config_path),
+        "--log-level",
+        log_level,
+    ]
     if workers is not None:
         argv += ["--workers", str(workers)]
     return argv
 
 
-def envoy_argv(bootstrap: Path, *, log_level: str = "warning", concurrency: int | None = None) -> list[str]:
+def envoy_argv(
+    bootstrap: Path, *, log_level: str = "warning", concurrency: int | None = None
+) -> list[str]:
     argv = [
         str(envoy_binary()),
         "-c", str(bootstrap),

@@ -78,19 +78,21 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     resp = flow.fail(InternalError("internal router error; see router logs"))
                 t1 = _clock()
                 busy += t1 - t0
-                if resp is not None:
-                    yield resp
-                    if answered_headers is None:
-                        answered_headers = _clock()
+                # Record before yielding: Envoy may cancel the stream as soon as it
+                # has the final answer, and the generator then never resumes.
                 if flow.phase is Phase.DONE and not recorded:
                     recorded = True
                     metrics.observe(
                         flow.outcome,
                         decision_s=busy,
-                        in_router_s=_clock() - first,
+                        in_router_s=t1 - first,
                         body_transfer_s=transfer,
                     )
                     server.log_outcome(flow)
+                if resp is not None:
+                    yield resp
+                    if answered_headers is None:
+                        answered_headers = _clock()
         finally:
             metrics.inflight.dec()
             metrics.observe_stream(_clock() - opened)

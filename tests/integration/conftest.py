@@ -1,0 +1,102 @@
+"""Integration fixtures: real model servers, the real router and a real Envoy on loopback."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from extproc.config import parse_config
+from extproc.devservers import ModelServer, ModelServerSpec, run_servers
+from extproc.envoyconf import EnvoyPorts
+from extproc.procs import free_ports
+from extproc.stack import Stack
+from tests.corpus import corpus_routes, specs
+
+# One deployment per corpus model version; chat-small v1 also has a second replica.
+SERVER_SPECS = [
+    ModelServerSpec("chat-small-v1-a", "openai", "chat-small", "1"),
+    ModelServerSpec("chat-small-v1-b", "openai", "chat-small", "1"),
+    ModelServerSpec("chat-small-v2", "openai", "chat-small", "2"),
+    ModelServerSpec("chat-large-v1", "openai", "chat-large", "1"),
+    ModelServerSpec("embed-mini-v1", "openai", "embed-mini", "1"),
+    ModelServerSpec("resnet50-v1", "kserve_v2", "resnet50", "1"),
+    ModelServerSpec("resnet50-v2", "kserve_v2", "resnet50", "2"),
+    ModelServerSpec("fraud-xgb-v3", "kserve_v2", "fraud-xgb", "3"),
+]
+
+
+@pytest.fixture(scope="session")
+async def model_servers() -> AsyncIterator[dict[str, ModelServer]]:
+    specs()  # skip/fail early without the corpus
+    servers = await run_servers(SERVER_SPECS)
+    try:
+        yield {s.spec.name: s for s in servers}
+    finally:
+        for s in servers:
+            await s.stop()
+
+
+def routes_for(servers: dict[str, ModelServer], *, header: str = "", extra: str = "") -> str:
+    """The corpus routing file pointing at the live servers (two replicas of chat-small v1)."""
+    by_version: dict[str, list[str]] = {}
+    for s in servers.values():
+        by_version.setdefault(f"{s.spec.model}@{s.spec.version}", []).append(s.address)
+    text = corpus_routes({k: v[0] for k, v in by_version.items()})
+    extra_eps = by_version["chat-small@1"][1:]
+    if extra_eps:
+        first = by_version["chat-small@1"][0]
+        text = text.replace(
+            f'endpoints: ["{first}"]', f'endpoints: ["{first}", "{extra_eps[0]}"]', 1
+        )
+    return header + text + extra
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack() -> AsyncIterator[StackFactory]:
+    """Start router + Envoy for a routing-file text; every stack is stopped at teardown."""
+    stacks: list[Stack] = []
+
+    async def factory(routes: str, *, workers: int = 1, failure_mode: str = "closed") -> Stack:
+        grpc_ports = free_ports(workers, consecutive=True)
+        metrics_ports = free_ports(workers, consecutive=True)
+        listen, admin = free_ports(2)
+        head = (
+            f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
+            f" workers: {workers}, grace_period_s: 2}}\n"
+            f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n"
+            f"failure_mode: {failure_mode}\n"
+        )
+        workdir = Path(tempfile.mkdtemp(prefix="mr-it-"))
+        path = workdir / "routes.yaml"
+        text = head + routes
+        path.write_text(text)
+        config = parse_config(text)
+        stack = Stack(config, path, workdir=workdir, log_level="info")
+        stack.ports = EnvoyPorts.from_config(config)
+        stacks.append(stack)
+        await stack.start()
+        return stack
+
+    try:
+        yield factory
+    finally:
+        for s in stacks:
+            await s.stop()
+
+
+@pytest.fixture
+async def corpus_stack(model_servers: dict[str, ModelServer], make_stack: StackFactory) -> Stack:
+    return await make_stack(routes_for(model_servers))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False, timeout=30.0) as c:
+        yield c
