@@ -135,14 +135,14 @@ def fallback_blocks(config: Config) -> tuple[str, str]:
         )
         routes.append(_route(f"fallback_header_{model}", match, cluster, config))
     fo = config.fail_open
-    for path, model in (
+    for path, default in (
         ("/v1/chat/completions", fo.chat_model),
         ("/v1/completions", fo.completions_model),
         ("/v1/embeddings", fo.embeddings_model),
     ):
-        if model is not None and model in clusters:
+        if default is not None and default in clusters:
             match = f"{{path: {_q(path)}}}"
-            routes.append(_route(f"fallback_default_{path}", match, clusters[model], config))
+            routes.append(_route(f"fallback_default_{path}", match, clusters[default], config))
     return "".join(routes), "".join(cluster_text)
 
 

@@ -119,9 +119,7 @@ async def run_up(config: Config, config_path: Path, log_level: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stack.start()
     metrics = config.listener.metrics_port
-    print(
-        f"envoy     http://{stack.ports.listen_host}:{stack.ports.listen_port}  (send requests here)"
-    )
+    print(f"envoy     {stack.url}  (send requests here)")
     print(f"admin     {stack.admin_url}")
     for i, port in enumerate(stack.ports.ext_proc_ports):
         m = f"  metrics http://{config.listener.host}:{metrics + i}/metrics" if metrics else ""
