@@ -52,6 +52,10 @@ class ListenerConfig(_Strict):
     """Prometheus port of worker 0 (worker *i*: ``metrics_port + i``); 0 disables."""
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     grace_period_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """On SIGTERM: how long open streams may take to finish."""
+    drain_delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
+    """On SIGTERM: how long to report NOT_SERVING, still serving, before stopping, so
+    health checkers (Envoy's ext_proc cluster checks every 2 s) move traffic first."""
 
 
 class EnvoyConfig(_Strict):
@@ -195,6 +199,8 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _cross_check(self) -> Config:
         problems: list[str] = []
+        if not self.models:
+            problems.append("models: declare at least one model")
         seen: set[str] = set()
         for i, dep in enumerate(self.deployments):
             where = f"deployments[{i}]"
@@ -283,7 +289,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             # Pydantic tags union members in loc; drop type names it inserts.
             loc = [p for p in loc if p not in ("str", "int", "list[...]", "tuple[...]")]
             msg = err["msg"].removeprefix("Value error, ")
-            if not loc and "\n" in msg:
+            if not loc:  # cross-checks: each line already names its key path
                 problems.extend(msg.splitlines())
                 continue
             line = _yaml_line(root, loc)

@@ -25,7 +25,7 @@ def processing_messages(
     names = {k.lower() for k, _ in headers}
     hv = [(":method", method), (":path", path), (":authority", "model-router.local")]
     hv += [(k.lower(), v) for k, v in headers]
-    if body and "content-type" not in names:
+    if method == "POST" and "content-type" not in names:
         hv.append(("content-type", "application/json"))
     if body is not None and "content-length" not in names and "transfer-encoding" not in names:
         hv.append(("content-length", str(len(body))))

@@ -40,6 +40,14 @@ def _clock() -> float:
     return time.perf_counter()
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """One ext_proc stream = one HTTP request; all logic is in the flow."""
 
@@ -125,7 +133,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._should_exit = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int] | None = None
         self.bound_port = 0
         self.bound_metrics_port = 0
 
@@ -188,17 +196,22 @@ class Server:
             return True
 
     async def _watch_file(self) -> None:
+        """Reload when the file changes and then holds still (editors write in steps)."""
         assert self.config_path is not None
+        settle = min(0.1, self.watch_interval_s)
         while True:
             await asyncio.sleep(self.watch_interval_s)
-            try:
-                mtime = os.stat(self.config_path).st_mtime
-            except OSError:
+            stamp = _stamp(self.config_path)
+            if stamp is None or stamp == self._stamp:
                 continue
-            if self._mtime is not None and mtime != self._mtime:
-                self._mtime = mtime
-                await self.reload()
-            self._mtime = mtime
+            while True:  # wait until two looks in a row agree
+                await asyncio.sleep(settle)
+                again = _stamp(self.config_path)
+                if again == stamp:
+                    break
+                stamp = again
+            self._stamp = stamp
+            await self.reload()
 
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -242,7 +255,7 @@ class Server:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
         if self.config_path is not None:
-            self._mtime = os.stat(self.config_path).st_mtime
+            self._stamp = _stamp(self.config_path)
             self._spawn(self._watch_file(), f"watch-config-{self.worker}")
         log.info(
             "ext_proc worker serving",
@@ -275,6 +288,8 @@ class Server:
         """NOT_SERVING first, so Envoy and load balancers stop sending; then drain."""
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.config.listener.drain_delay_s:
+            await asyncio.sleep(self.config.listener.drain_delay_s)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -24,7 +24,7 @@ def test_example_routing_file_is_valid() -> None:
 
 
 def test_defaults() -> None:
-    cfg = parse_config("")
+    cfg = parse_config("models: {m: {protocol: openai, versions: ['1']}}")
     assert cfg.listener.port == 50051 and cfg.listener.workers == 1
     assert cfg.worker_ports() == [50051]
     assert cfg.scheduling.picker == "round_robin"
@@ -64,6 +64,11 @@ def test_cross_references_checked() -> None:
     assert "deployments[1].name: duplicate deployment name 'd'" in found
     assert "deployments[1].model: 'b' is not declared under models" in found
     assert "fail_open.chat_model: 'zzz' is not declared under models" in found
+
+
+def test_a_routing_file_needs_models() -> None:
+    # An empty or truncated file must never replace a working one on reload.
+    assert problems("") == ["models: declare at least one model"]
 
 
 def test_yaml_syntax_and_shape_errors() -> None:

@@ -1,0 +1,72 @@
+"""The user-facing commands, run for real: ``model-router up`` and ``model-router demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from extproc.devservers import ModelServer
+from extproc.procs import free_ports
+from tests.integration.conftest import routes_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
+    tmp_path: Path, model_servers: dict[str, ModelServer]
+) -> None:
+    grpc_port, mport, listen, admin = free_ports(4)
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        f"listener: {{port: {grpc_port}, metrics_port: {mport}, grace_period_s: 2}}\n"
+        f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n" + routes_for(model_servers)
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", "up", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, f"up exited early: {''.join(lines)}"
+            lines.append(line)
+            if "Ctrl-C stops both" in line:
+                break
+        text = "".join(lines)
+        assert f"envoy     http://127.0.0.1:{listen}" in text
+        assert f"grpc 127.0.0.1:{grpc_port}" in text
+        assert f"metrics http://127.0.0.1:{mport}/metrics" in text
+        async with httpx.AsyncClient(trust_env=False) as c:
+            r = await c.post(f"http://127.0.0.1:{listen}/v2/models/resnet50/infer", json={})
+            assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
+        proc.send_signal(signal.SIGINT)
+        rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert "stopped" in rest
+        async with httpx.AsyncClient(trust_env=False) as c:
+            with pytest.raises(httpx.ConnectError):
+                await c.post(f"http://127.0.0.1:{listen}/v2/models/resnet50/infer", json={})
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_demo_exits_zero_and_prints_the_table() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", "demo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "8/8 requests landed where the router said." in text
+    assert "chat-small-v2 (" in text and "SSE chunks" in text
+    assert "model_not_found" in text
