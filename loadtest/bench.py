@@ -493,9 +493,10 @@ async def py_spy(opts: Options, pid: int, name: str, duration_s: float) -> async
     exe = ROOT / ".venv" / "bin" / "py-spy"
     target = opts.profile_dir / f"{name}.speedscope.json"
     argv = [str(exe), "record", "-p", str(pid), "-d", str(max(1, int(duration_s)))]
-    argv += ["-r", "200", "-f", "speedscope", "-o", str(target), "--nonblocking", "--subprocesses"]
-    if opts.profile_native:
-        argv.append("--native")
+    argv += ["-r", "200", "-f", "speedscope", "-o", str(target), "--subprocesses"]
+    # --native unwinds C frames (grpc core, upb, uvloop) and needs to pause the process;
+    # without it, sample without pausing so the router is barely perturbed.
+    argv.append("--native" if opts.profile_native else "--nonblocking")
     log = (opts.profile_dir / f"{name}.py-spy.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -761,18 +762,22 @@ def summarize_speedscope(path: Path, top: int = 15) -> list[str]:
     self_w: Counter[int] = Counter()
     incl_w: Counter[int] = Counter()
     buckets: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0.0
     for prof in doc["profiles"]:
         samples = prof.get("samples", [])
         weights = prof.get("weights", [1] * len(samples))
+        thread = str(prof.get("name", "?")).split('"')
+        tname = thread[1] if len(thread) > 1 else thread[0]
         for stack, w in zip(samples, weights, strict=False):
             if not stack:
                 continue
             total += w
+            threads[tname] += w
             self_w[stack[-1]] += w
             for idx in set(stack):
                 incl_w[idx] += w
-            buckets[_bucket(frames, stack)] += w
+            buckets[_bucket(frames, stack, tname)] += w
     if not total:
         return [f"  {path.name}: no samples"]
 
@@ -783,7 +788,11 @@ def summarize_speedscope(path: Path, top: int = 15) -> list[str]:
         line = f.get("line")
         return f"{f.get('name', '?')} ({short}:{line})" if short else str(f.get("name", "?"))
 
-    out = [f"  {path.name}: {int(total)} samples"]
+    unit = doc["profiles"][0].get("unit", "") if doc["profiles"] else ""
+    out = [f"  {path.name}: {total:.2f} {unit} sampled (active, all threads)"]
+    out.append("    by thread:")
+    for tname, w in threads.most_common():
+        out.append(f"      {100 * w / total:5.1f}%  {tname}")
     out.append("    by component (innermost recognised frame):")
     for bucket, w in buckets.most_common():
         out.append(f"      {100 * w / total:5.1f}%  {bucket}")
@@ -791,7 +800,9 @@ def summarize_speedscope(path: Path, top: int = 15) -> list[str]:
     for idx, w in self_w.most_common(top):
         out.append(f"      {100 * w / total:5.1f}%  {name(idx)}")
     out.append("    top inclusive:")
-    for idx, w in incl_w.most_common(top):
+    for idx, w in incl_w.most_common(top + 2):
+        if str(frames[idx].get("name", "")).startswith("process "):
+            continue
         out.append(f"      {100 * w / total:5.1f}%  {name(idx)}")
     return out
 
@@ -811,13 +822,15 @@ _BUCKETS = (
 )
 
 
-def _bucket(frames: list[dict[str, Any]], stack: list[int]) -> str:
+def _bucket(frames: list[dict[str, Any]], stack: list[int], thread: str) -> str:
     for idx in reversed(stack):
         f = frames[idx]
         where = f"{f.get('file', '')} {f.get('name', '')}"
         for needle, bucket in _BUCKETS:
             if needle in where:
                 return bucket
+    if "_poll_wrapper" in thread:
+        return "grpc (completion-queue poller thread)"
     return "other"
 
 
