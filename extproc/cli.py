@@ -124,6 +124,17 @@ def up(config_path: Path, log_level: str) -> None:
     sys.exit(run(run_up(config, config_path, log_level)))
 
 
+@main.command("envoy-config")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
+)
+def envoy_config(config_path: Path) -> None:
+    """Print the Envoy bootstrap for a routing file (what `up` runs; envoy/envoy.yaml)."""
+    from extproc.envoyconf import render_bootstrap
+
+    click.echo(render_bootstrap(_load_or_exit(config_path)), nl=False)
+
+
 @main.command()
 @click.option("--log-level", default="warning", show_default=True)
 def demo(log_level: str) -> None:

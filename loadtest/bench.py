@@ -149,12 +149,45 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds per thread kind of ``pids``: main, grpc poller, grpc event_engine, ..."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+                raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            fields = raw[raw.rfind(")") + 2 :].split()
+            if tid == str(pid):
+                kind = "main (asyncio loop)"
+            elif comm.startswith("python"):
+                kind = "grpc aio poller thread"
+            else:
+                kind = f"grpc {comm}" if comm.startswith(("event_engine", "grpc")) else comm
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
     total = float(sum(parts[:8]))
     return total - idle, total
+
+
+def preflight_busy(seconds: float = 1.0) -> float:
+    """Whole-machine busy % over ``seconds`` before we start anything."""
+    b0, t0 = machine_busy()
+    time.sleep(seconds)
+    b1, t1 = machine_busy()
+    return 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 def children_cpu() -> float:
@@ -540,6 +573,7 @@ async def measure(
         cpu_seconds(nginx_pids),
         children_cpu(),
     )
+    th0 = thread_cpu(router_pids)
     b0, t0 = machine_busy()
     try:
         summary = await run_k6(opts, url, body, mode, workdir / f"{setup.name}-{mode}")
@@ -553,7 +587,13 @@ async def measure(
     k6_cpu = children_cpu() - k0
     reqs = int(_metric(summary, "http_reqs", "count"))
     per = 1e6 / reqs if reqs else 0.0
+    th1 = thread_cpu(router_pids)
+    threads = {k: round((v - th0.get(k, 0.0)) * per, 1) for k, v in sorted(th1.items())}
+    extra: dict[str, Any] = {}
+    if router_pids:
+        extra["router_thread_cpu_us_per_req"] = {k: v for k, v in threads.items() if v}
     return Result(
+        extra=extra,
         setup=setup.name,
         mode=mode,
         rps=_metric(summary, "http_reqs", "rate"),
@@ -770,7 +810,7 @@ def summarize_speedscope(path: Path, top: int = 15) -> list[str]:
         thread = str(prof.get("name", "?")).split('"')
         tname = thread[1] if len(thread) > 1 else thread[0]
         for stack, w in zip(samples, weights, strict=False):
-            if not stack:
+            if not stack or frames[stack[-1]].get("name") in _IDLE_LEAVES:
                 continue
             total += w
             threads[tname] += w
@@ -807,6 +847,9 @@ def summarize_speedscope(path: Path, top: int = 15) -> list[str]:
     return out
 
 
+# With --native, py-spy also samples threads blocked in these (waiting, not working).
+_IDLE_LEAVES = frozenset({"epoll_wait", "epoll_pwait", "poll", "select", "pthread_cond_wait"})
+
 _BUCKETS = (
     ("prometheus_client", "prometheus"),
     ("google/protobuf", "protobuf"),
@@ -817,6 +860,7 @@ _BUCKETS = (
     ("extproc/", "router code (extproc/)"),
     ("orjson", "router code (extproc/)"),
     ("uvloop", "event loop (asyncio/uvloop)"),
+    ("Runner.run", "C under the event loop: uvloop + grpc aio Cython + upb (no --native)"),
     ("asyncio", "event loop (asyncio/uvloop)"),
     ("logging", "logging"),
 )
@@ -942,6 +986,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{opts.backends} nginx ports, {os.cpu_count()} cores; work dir {workdir}",
         flush=True,
     )
+    busy = preflight_busy()
+    if busy > 15:
+        print(
+            f"WARNING: the machine is already {busy:.0f}% busy before the benchmark "
+            f"(load average {os.getloadavg()[0]:.1f}); results will be noisy",
+            flush=True,
+        )
     ok = False
     try:
         results = asyncio.run(amain(opts, workdir))
@@ -965,6 +1016,13 @@ def main(argv: list[str] | None = None) -> int:
         "\n+p50/+p99: minus direct in the same mode.  router/envoy/nginx/k6: CPU (utime+stime) "
         "per completed request.  busy%: whole machine."
     )
+    print("\nrouter CPU by thread (us/req):")
+    for name, modes in results.items():
+        for mode, r in modes.items():
+            th = r.extra.get("router_thread_cpu_us_per_req")
+            if th:
+                parts = ", ".join(f"{k} {v:.0f}" for k, v in th.items())
+                print(f"  {name:<12} {mode:<5} {parts}")
     lines = targets(results)
     if lines:
         print("\ntargets:")
