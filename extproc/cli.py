@@ -17,6 +17,14 @@ from extproc.errors import ConfigError
 
 T = TypeVar("T")
 
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="Routing file (YAML).",
+)
+
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop where available (a measurable win for gRPC streams)."""
@@ -44,9 +52,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
-)
+@CONFIG_OPTION
 @click.option("--workers", type=int, default=None, help="Worker processes (default: routing file).")
 @click.option("--worker-index", type=int, default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
@@ -81,9 +87,7 @@ def check_config(path: Path) -> None:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
-)
+@CONFIG_OPTION
 @click.option("--request", "request_path", type=click.Path(path_type=Path, exists=True))
 @click.option("--path", "http_path", default="/v1/chat/completions", show_default=True)
 @click.option("--method", default="POST", show_default=True)
@@ -111,9 +115,7 @@ def explain(
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
-)
+@CONFIG_OPTION
 @click.option("--log-level", default="warning", show_default=True)
 def up(config_path: Path, log_level: str) -> None:
     """Run the router and Envoy together (Envoy config rendered from the shipped template)."""
@@ -125,9 +127,7 @@ def up(config_path: Path, log_level: str) -> None:
 
 
 @main.command("envoy-config")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), required=True
-)
+@CONFIG_OPTION
 def envoy_config(config_path: Path) -> None:
     """Print the Envoy bootstrap for a routing file (what `up` runs; envoy/envoy.yaml)."""
     from extproc.envoyconf import render_bootstrap
