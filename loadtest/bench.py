@@ -927,6 +927,8 @@ def parse_args(argv: list[str] | None) -> Options:
     if bad:
         p.error(f"unknown setups {bad}; known: {sorted(known)}")
     if a.profile is not None:
+        if not (ROOT / ".venv" / "bin" / "py-spy").exists():
+            p.error("--profile needs py-spy: .venv/bin/pip install py-spy")
         a.profile.mkdir(parents=True, exist_ok=True)
     return Options(
         duration_s=duration,

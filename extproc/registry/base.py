@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -31,17 +31,22 @@ class Deployment:
     weight: int = 1
     tags: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
-    healthy: bool = True
+    excluded: tuple[tuple[str, str], ...] = ()
+    """Known endpoints that may not receive traffic, with why (e.g. ``critical``)."""
 
     @property
     def routable(self) -> bool:
-        return self.enabled and self.healthy and self.weight > 0 and bool(self.endpoints)
+        return self.enabled and self.weight > 0 and bool(self.endpoints)
 
     def __repr__(self) -> str:
-        state = "routable" if self.routable else ("disabled" if not self.enabled else "unhealthy")
+        state = (
+            "routable" if self.routable else ("disabled" if not self.enabled else "no endpoints")
+        )
+        excluded = f", excluded={list(self.excluded)}" if self.excluded else ""
         return (
             f"Deployment({self.name!r}, model={self.model!r}, version={self.version!r}, "
-            f"endpoints={[e.address for e in self.endpoints]}, weight={self.weight}, {state})"
+            f"endpoints={[e.address for e in self.endpoints]}{excluded}, "
+            f"weight={self.weight}, {state})"
         )
 
 
@@ -78,8 +83,25 @@ class Snapshot:
         )
 
 
+SnapshotListener = Callable[[Snapshot], None]
+
+
 class Registry(abc.ABC):
-    """A source of snapshots. ``start`` loads the first one; ``snapshot`` never blocks."""
+    """A source of snapshots. ``start`` loads the first one; ``snapshot`` never blocks.
+
+    Backends that change over time call :meth:`_publish` with each new snapshot;
+    listeners (the server's metrics and health) are told synchronously.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[SnapshotListener] = []
+
+    def add_listener(self, listener: SnapshotListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, snapshot: Snapshot) -> None:
+        for listener in self._listeners:
+            listener(snapshot)
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -95,3 +117,7 @@ class Registry(abc.ABC):
     def ready(self) -> bool:
         """True once a usable snapshot exists (gRPC readiness follows this)."""
         return True
+
+    def describe(self) -> dict[str, object]:
+        """Backend state for ``explain`` and logs."""
+        return {"type": type(self).__name__}

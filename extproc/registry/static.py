@@ -52,6 +52,7 @@ class StaticRegistry(Registry):
     """Serves the routing file's deployments; ``update`` swaps in a reloaded file."""
 
     def __init__(self, config: Config, source: str, *, generation: int = 0) -> None:
+        super().__init__()
         self._config = config
         self._source = source
         self._generation = generation
