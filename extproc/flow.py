@@ -18,7 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from extproc import responses
 from extproc.config import Config
-from extproc.errors import BodyTooLarge, InvalidBody, RouterError
+from extproc.errors import BodyTooLarge, InvalidBody, NoHealthyDeployment, RouterError
 from extproc.policies.scheduler import Decision, Scheduler
 from extproc.protocols import NeedsBody, RequestHead, understand_body, understand_head
 from extproc.protocols.base import InferenceRequest
@@ -142,7 +142,10 @@ class RequestFlow:
     def _decide(self, request: InferenceRequest) -> Decision:
         self.outcome.request = request
         state = self._state
-        decision = state.scheduler.schedule(request, state.registry.snapshot, self._subset)
+        registry = state.registry
+        if not registry.ready:
+            raise NoHealthyDeployment("the model registry has not synced yet")
+        decision = state.scheduler.schedule(request, registry.snapshot, self._subset)
         self.outcome.decision = decision
         self.phase = Phase.DONE
         return decision

@@ -87,6 +87,11 @@ class Metrics:
             ["model", "version", "deployment", "state"],
             registry=registry,
         )
+        self.staleness = Gauge(
+            f"{ns}_registry_staleness_seconds",
+            "Seconds since the registry backend (Consul) last answered; 0 for the routing file.",
+            registry=registry,
+        )
         self._children: dict[tuple[str, ...], Counter] = {}
         self._headers_only = self.duration.labels("headers")
         self._with_body = self.duration.labels("body")

@@ -28,6 +28,7 @@ from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.metrics import Metrics
 from extproc.policies.scheduler import Scheduler
 from extproc.registry import Registry, Snapshot, StaticRegistry
+from extproc.registry.consul import ConsulRegistry
 
 log = logging.getLogger("extproc.server")
 
@@ -133,6 +134,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._should_exit = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._serving = False
         self._stamp: tuple[int, int] | None = None
         self.bound_port = 0
         self.bound_metrics_port = 0
@@ -152,11 +154,57 @@ class Server:
             raise RuntimeError("Server.startup() has not run")
         return self._state
 
-    async def _build_state(self, config: Config, generation: int = 0) -> RouterState:
+    def _new_state(
+        self, config: Config, generation: int = 0, previous: RouterState | None = None
+    ) -> tuple[RouterState, bool]:
+        """A state for ``config``; True when its registry is new and must be started.
+
+        A Consul registry whose settings did not change is kept across reloads (its
+        watches keep running); it only learns the new routing rules.
+        """
         source = str(self.config_path or "<config>")
-        registry: Registry = StaticRegistry(config, source, generation=generation)
-        await registry.start()
-        return RouterState(config=config, registry=registry, scheduler=Scheduler(config))
+        registry: Registry
+        fresh = True
+        if config.registry.type == "consul":
+            old = previous.registry if previous else None
+            if (
+                isinstance(old, ConsulRegistry)
+                and previous is not None
+                and (previous.config.registry == config.registry)
+            ):
+                registry, fresh = old, False
+            else:
+                registry = ConsulRegistry(config, source, generation=generation)
+        else:
+            registry = StaticRegistry(config, source, generation=generation)
+        if fresh:
+            registry.add_listener(self._on_snapshot)
+        return RouterState(config=config, registry=registry, scheduler=Scheduler(config)), fresh
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        """Called by the live registry on every change: metrics, then readiness."""
+        state = self._state
+        if state is not None and state.registry.snapshot is not snapshot:
+            return  # a registry being replaced
+        self._publish(snapshot)
+        if self._health is not None and not self._serving:
+            self._spawn(self._set_health(True), f"health-serving-{self.worker}")
+
+    async def _set_health(self, ready: bool) -> None:
+        assert self._health is not None
+        self._serving = ready
+        for svc in HEALTH_SERVICES:
+            serving = svc == "liveness" or ready
+            await self._health.set(
+                svc,
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+    def _staleness(self) -> float:
+        registry = self._state.registry if self._state else None
+        return registry.staleness_s if isinstance(registry, ConsulRegistry) else 0.0
 
     def _publish(self, snapshot: Snapshot) -> None:
         g = self.metrics.endpoints
@@ -174,10 +222,14 @@ class Server:
             return False
         async with self._reload_lock:
             old = self._state
-            generation = old.registry.snapshot.generation + 1 if old else 0
+            generation = old.registry.snapshot.generation + 1 if old and old.registry.ready else 0
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
-                state = await self._build_state(config, generation)
+                state, fresh = self._new_state(config, generation, old)
+                if fresh:
+                    await state.registry.start()
+                else:
+                    await state.registry.reconfigure(config)
             except ConfigError as exc:
                 self.metrics.reloads.labels("error").inc()
                 log.error(
@@ -188,10 +240,11 @@ class Server:
                 return False
             self.config = config
             self._state = state  # the atomic swap: open streams keep the old state
-            self._publish(state.registry.snapshot)
+            if state.registry.ready:
+                self._publish(state.registry.snapshot)
             self.metrics.reloads.labels("success").inc()
             log.info("routing file reloaded", extra={"generation": generation})
-            if old is not None:
+            if old is not None and old.registry is not state.registry:
                 await old.registry.stop()
             return True
 
@@ -222,9 +275,7 @@ class Server:
 
     async def startup(self) -> None:
         cfg = self.config
-        self._state = await self._build_state(cfg)
-        self._publish(self._state.registry.snapshot)
-        self.metrics.reloads.labels("success").inc()
+        self._state, _ = self._new_state(cfg)
         limit = cfg.limits.max_body_bytes + _GRPC_OVERHEAD
         self._grpc = grpc.aio.server(
             options=[
@@ -245,15 +296,14 @@ class Server:
         await self._grpc.start()
         if cfg.listener.metrics_port:
             await self._start_metrics(host)
-        ready = self._state.registry.ready
-        for svc in HEALTH_SERVICES:
-            serving = svc == "liveness" or ready
-            await self._health.set(
-                svc,
-                health_pb2.HealthCheckResponse.SERVING
-                if serving
-                else health_pb2.HealthCheckResponse.NOT_SERVING,
-            )
+        await self._set_health(False)
+        # gRPC is up (NOT_SERVING) before the registry syncs, so health checkers see why.
+        await self._state.registry.start()
+        if self._state.registry.ready:
+            self._publish(self._state.registry.snapshot)
+            await self._set_health(True)
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.staleness.set_function(self._staleness)
         if self.config_path is not None:
             self._stamp = _stamp(self.config_path)
             self._spawn(self._watch_file(), f"watch-config-{self.worker}")

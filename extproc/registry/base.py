@@ -11,6 +11,10 @@ import abc
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from extproc.config import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,10 @@ class Registry(abc.ABC):
     def ready(self) -> bool:
         """True once a usable snapshot exists (gRPC readiness follows this)."""
         return True
+
+    async def reconfigure(self, config: Config) -> None:
+        """Adopt new routing rules without restarting (backends that keep watches)."""
+        raise NotImplementedError
 
     def describe(self) -> dict[str, object]:
         """Backend state for ``explain`` and logs."""

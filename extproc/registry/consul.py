@@ -137,6 +137,11 @@ class ConsulRegistry(Registry):
             else:
                 log.warning("Consul not synced at start-up; NOT_SERVING until it answers")
 
+    async def reconfigure(self, config: Config) -> None:
+        self._config = config
+        if self._catalog_seen:
+            await self._rebuild()
+
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._watches.values()]
         for t in tasks:
