@@ -56,7 +56,7 @@ def instance_state(checks: list[Mapping[str, Any]]) -> str:
 
 
 class _Backoff:
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+    def __init__(self, base: float = 0.5, cap: float = 10.0) -> None:
         self.base, self.cap, self.failures = base, cap, 0
 
     def next_delay(self) -> float:
@@ -81,7 +81,8 @@ class ConsulRegistry(Registry):
         self._tasks: set[asyncio.Task[None]] = set()
         self._synced = asyncio.Event()
         self._catalog_seen = False
-        self._last_success: float | None = None
+        self._last_success: dict[str, float] = {}  # per watch
+        self._failing: set[str] = set()
         self._down_since: float | None = None
         self._from_file = False
         self._resolved: dict[str, str] = {}
@@ -108,10 +109,10 @@ class ConsulRegistry(Registry):
 
     @property
     def staleness_s(self) -> float:
-        """Seconds since Consul last answered (0 before the first answer)."""
-        if self._last_success is None:
+        """Age of the oldest watched data: seconds since the staler watch last answered."""
+        if not self._last_success:
             return 0.0
-        return time.monotonic() - self._last_success
+        return time.monotonic() - min(self._last_success.values())
 
     def describe(self) -> dict[str, object]:
         return {
@@ -158,17 +159,19 @@ class ConsulRegistry(Registry):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _ok(self) -> None:
-        self._last_success = time.monotonic()
-        if self._down_since is not None:
+    def _ok(self, watch: str) -> None:
+        self._last_success[watch] = time.monotonic()
+        self._failing.discard(watch)
+        if self._down_since is not None and not self._failing:
             log.warning(
                 "Consul reachable again after %.1fs; resuming live updates",
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
 
-    def _failed(self, exc: Exception) -> None:
-        if self._down_since is None:  # log once per outage, not per retry
+    def _failed(self, watch: str, exc: Exception) -> None:
+        self._failing.add(watch)
+        if self._down_since is None:  # log once per outage, not per retry or per watch
             self._down_since = time.monotonic()
             log.error("Consul unreachable (%s); routing on the last snapshot", exc)
 
@@ -181,15 +184,17 @@ class ConsulRegistry(Registry):
                     "/v1/catalog/services", index, self._cfg.wait_s
                 )
             except ConsulUnavailable as exc:
-                self._failed(exc)
+                self._failed("catalog", exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
-            self._ok()
+            self._ok("catalog")
             wanted = {name for name, tags in data.items() if self._cfg.service_tag in (tags or [])}
             for name in set(self._watches) - wanted:
                 self._watches.pop(name).cancel()
                 self._services.pop(name, None)
+                self._last_success.pop(name, None)
+                self._failing.discard(name)
             for name in wanted - set(self._watches):
                 self._watches[name] = asyncio.create_task(
                     self._watch_service(name), name=f"consul-health-{name}"
@@ -206,11 +211,11 @@ class ConsulRegistry(Registry):
                     f"/v1/health/service/{name}", index, self._cfg.wait_s
                 )
             except ConsulUnavailable as exc:
-                self._failed(exc)
+                self._failed(name, exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
-            self._ok()
+            self._ok(name)
             self._services[name] = list(data or [])
             await self._rebuild()
 
