@@ -137,9 +137,16 @@ def envoy_config(config_path: Path) -> None:
 
 @main.command()
 @click.option("--log-level", default="warning", show_default=True)
-def demo(log_level: str) -> None:
+@click.option(
+    "--registry",
+    type=click.Choice(["static", "consul"]),
+    default="static",
+    show_default=True,
+    help="static: the routing file lists deployments; consul: a real local Consul agent.",
+)
+def demo(log_level: str, registry: str) -> None:
     """Start model servers, router and Envoy; send requests; print where each landed."""
     from extproc.demo import run_demo
 
     logs.setup(log_level, json=False)
-    sys.exit(run(run_demo()))
+    sys.exit(run(run_demo(registry)))
