@@ -111,6 +111,7 @@ class Reaper:
 
 
 REAPER = Reaper()
+FAILED: list[str] = []
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -432,6 +433,8 @@ class Result:
     nginx_cpu_us_per_req: float = 0.0
     k6_cpu_us_per_req: float = 0.0
     machine_busy_pct: float = 0.0
+    other_busy_pct: float = 0.0
+    """Machine CPU used by processes that are not ours (noise from other work)."""
     avg_ms: float = 0.0
     p90_ms: float = 0.0
     max_ms: float = 0.0
@@ -451,6 +454,7 @@ class Result:
             "nginx_cpu_us_per_req": round(self.nginx_cpu_us_per_req, 1),
             "k6_cpu_us_per_req": round(self.k6_cpu_us_per_req, 1),
             "machine_busy_pct": round(self.machine_busy_pct, 1),
+            "other_busy_pct": round(self.other_busy_pct, 1),
             "requests": self.requests,
             "dropped_iterations": self.dropped,
             "avg_ms": round(self.avg_ms, 3),
@@ -575,12 +579,14 @@ async def measure(
     )
     th0 = thread_cpu(router_pids)
     b0, t0 = machine_busy()
+    w0 = time.monotonic()
     try:
         summary = await run_k6(opts, url, body, mode, workdir / f"{setup.name}-{mode}")
     finally:
         if profile is not None:
             await profile
     b1, t1 = machine_busy()
+    wall = time.monotonic() - w0
     router_cpu = cpu_seconds(router_pids) - r0
     envoy_cpu = cpu_seconds([envoy_pid]) - e0
     nginx_cpu = cpu_seconds(nginx_pids) - n0
@@ -589,6 +595,9 @@ async def measure(
     per = 1e6 / reqs if reqs else 0.0
     th1 = thread_cpu(router_pids)
     threads = {k: round((v - th0.get(k, 0.0)) * per, 1) for k, v in sorted(th1.items())}
+    ours = router_cpu + envoy_cpu + nginx_cpu + k6_cpu
+    other = (b1 - b0) / CLK_TCK - ours
+    cores = os.cpu_count() or 1
     extra: dict[str, Any] = {}
     if router_pids:
         extra["router_thread_cpu_us_per_req"] = {k: v for k, v in threads.items() if v}
@@ -610,6 +619,7 @@ async def measure(
         nginx_cpu_us_per_req=nginx_cpu * per,
         k6_cpu_us_per_req=k6_cpu * per,
         machine_busy_pct=100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0,
+        other_busy_pct=max(0.0, 100.0 * other / (wall * cores)) if wall > 0 else 0.0,
     )
 
 
@@ -721,7 +731,7 @@ def _opt(value: float | None, fmt: str) -> str:
 def table(results: dict[str, dict[str, Result]]) -> str:
     head = (
         f"{'setup':<13}{'mode':<6}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'+p50':>8}{'+p99':>8}"
-        f"{'errors':>8}{'router':>9}{'envoy':>8}{'nginx':>8}{'k6':>7}{'busy%':>7}"
+        f"{'errors':>8}{'router':>9}{'envoy':>8}{'nginx':>8}{'k6':>7}{'busy%':>7}{'other%':>8}"
     )
     units = f"{'':<13}{'':<6}{'':>8}{'':>9}{'':>9}{'ms':>8}{'ms':>8}{'':>8}"
     units += f"{'us/req':>9}{'us/req':>8}{'us/req':>8}{'us/req':>7}{'':>7}"
@@ -733,6 +743,7 @@ def table(results: dict[str, dict[str, Result]]) -> str:
                 f"{_opt(r.added_p50_ms, '8.3f'):>8}{_opt(r.added_p99_ms, '8.3f'):>8}"
                 f"{r.errors:8d}{r.router_cpu_us_per_req:9.0f}{r.envoy_cpu_us_per_req:8.0f}"
                 f"{r.nginx_cpu_us_per_req:8.0f}{r.k6_cpu_us_per_req:7.0f}{r.machine_busy_pct:7.0f}"
+                f"{r.other_busy_pct:8.0f}"
             )
     return "\n".join(lines)
 
@@ -969,7 +980,13 @@ async def amain(opts: Options, workdir: Path) -> dict[str, dict[str, Result]]:
         for setup in _plan(opts):
             print(f"== {setup.name}: {setup.note}", flush=True)
             t0 = time.monotonic()
-            runs = await run_setup(opts, setup, workdir, bodies, nginx, backends)
+            try:
+                runs = await run_setup(opts, setup, workdir, bodies, nginx, backends)
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                # One broken setup must not hide the others' numbers.
+                print(f"   FAILED: {exc}", flush=True)
+                FAILED.append(setup.name)
+                continue
             results[setup.name] = {r.mode: r for r in runs}
             print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
     finally:
@@ -998,7 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         results = asyncio.run(amain(opts, workdir))
-        ok = True
+        ok = not FAILED
     except KeyboardInterrupt:
         print("\ninterrupted; everything stopped", file=sys.stderr)
         return 130
@@ -1016,7 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(
         "\n+p50/+p99: minus direct in the same mode.  router/envoy/nginx/k6: CPU (utime+stime) "
-        "per completed request.  busy%: whole machine."
+        "per completed request.\nbusy%: whole machine; other%: machine CPU used by "
+        "processes not started here (noise: should be ~0)."
     )
     print("\nrouter CPU by thread (us/req):")
     for name, modes in results.items():
@@ -1051,6 +1069,9 @@ def main(argv: list[str] | None = None) -> int:
         opts.json_path.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {opts.json_path}")
     print(f"total {time.monotonic() - started:.1f} s")
+    if FAILED:
+        print(f"FAILED setups: {', '.join(FAILED)} (logs in {workdir})", file=sys.stderr)
+        return 1
     return 0
 
 
