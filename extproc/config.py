@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from extproc.errors import ConfigError
+from extproc.specs import SpecError
+from extproc.validation import CompiledSpec, parse_specs
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 _HOSTPORT = re.compile(
@@ -71,6 +81,9 @@ class EnvoyConfig(_Strict):
 
 class LimitsConfig(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
+    """Largest request body (bytes on the wire, and inflated size of a gzip body)."""
+    max_json_depth: Annotated[int, Field(ge=8, le=1000)] = 512
+    """Deepest JSON nesting accepted in a body (deeper is a 400)."""
 
 
 class ConsulConfig(_Strict):
@@ -135,6 +148,8 @@ class ModelConfig(_Strict):
     protocol: Protocol
     versions: Annotated[tuple[str, ...], Field(min_length=1)]
     scheduling: SchedulingConfig | None = None
+    spec: Mapping[str, Any] | None = None
+    """Inline model spec: ``{openai: {...}}`` or ``{kserve_v2: {...}}`` (see README)."""
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -219,8 +234,17 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     registry: RegistryConfig = RegistryConfig()
     scheduling: SchedulingConfig = SchedulingConfig()
+    spec_files: tuple[str, ...] = ()
+    """Files of model specs in the neutral form (model name -> spec), JSON or YAML,
+    relative to the routing file."""
     models: Mapping[str, ModelConfig] = Field(default_factory=dict)
     deployments: tuple[DeploymentConfig, ...] = ()
+    _specs: dict[str, CompiledSpec] = PrivateAttr(default_factory=dict)
+
+    @property
+    def specs(self) -> Mapping[str, CompiledSpec]:
+        """Compiled specs by model (only models that declare one)."""
+        return self._specs
 
     @model_validator(mode="after")
     def _cross_check(self) -> Config:
@@ -307,7 +331,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: the routing file must be a mapping"])
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
@@ -322,6 +346,49 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             where = f"line {line}: " if line else ""
             problems.append(f"{where}{_fmt_loc(loc)}: {msg}")
         raise ConfigError(source, problems) from exc
+    config._specs = _load_specs(config, source)
+    return config
+
+
+def _load_specs(config: Config, source: str) -> dict[str, CompiledSpec]:
+    """Inline and file specs, compiled once; every problem names its file and key."""
+    base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
+    raw: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    problems: list[str] = []
+    for i, name in enumerate(config.spec_files):
+        path = base / name
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            problems.append(f"spec_files[{i}]: cannot read {path}: {exc}")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"spec_files[{i}]: {path} must map model names to specs")
+            continue
+        for model, spec in data.items():
+            if model not in config.models:
+                continue  # a shared spec file may describe more models than this router serves
+            raw[model], where[model] = spec, f"{name}#"
+    for model, m in config.models.items():
+        if m.spec is not None:
+            if model in raw:
+                problems.append(f"models.{model}.spec: also given in {where[model]}")
+            raw[model] = {"protocol": m.protocol.value, "versions": list(m.versions), **m.spec}
+            where[model] = f"models.{model}.spec#"
+    specs: dict[str, CompiledSpec] = {}
+    for model, spec in raw.items():
+        try:
+            specs.update(parse_specs({model: spec}, where=where[model]))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        declared = config.models[model].protocol.value
+        if specs[model].protocol != declared:
+            problems.append(f"{where[model]}/{model}/protocol: is not the model's {declared!r}")
+    if problems:
+        raise ConfigError(source, problems)
+    return specs
 
 
 def load_config(path: str | Path) -> Config:

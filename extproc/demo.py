@@ -75,11 +75,14 @@ models:
 """
     if consul:
         return head + "# deployments: registered in Consul\n"
-    return head + f"""deployments:
+    return (
+        head
+        + f"""deployments:
   - {{name: chat-small-v1, model: chat-small, version: "1", endpoints: ["{v1}"]}}
   - {{name: chat-small-v2, model: chat-small, version: "2", endpoints: ["{v2}"]}}
   - {{name: resnet50-triton, model: resnet50, version: "1", endpoints: ["{rn}"]}}
 """
+    )
 
 
 async def _start_consul(workdir: Path, servers: list[ModelServer]) -> ConsulAgent:

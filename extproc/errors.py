@@ -72,6 +72,11 @@ class SpecViolation(RouterError):
     status = 422
     type = "spec_violation"
 
+    def __init__(self, message: str, *, field: str | None = None, rule: str = "spec") -> None:
+        super().__init__(message, field=field)
+        self.rule = rule
+        """Which spec rule was broken (``max_tokens``, ``json_schema``, ``tensor_shape``...)."""
+
 
 class NoHealthyDeployment(RouterError):
     status = 503

@@ -12,6 +12,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
+from extproc import capabilities
 from extproc.config import Config
 from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.policies.scheduler import Scheduler
@@ -78,7 +79,7 @@ async def explain_request(
             "protocol": r.protocol,
             "model": r.model,
             "version": r.version,
-            "tags": dict(r.tags),
+            "capabilities": capabilities.describe(r.capabilities) or None,
             "identified_by": r.source,
             "body_inspected": out.used_body,
         }
@@ -87,6 +88,11 @@ async def explain_request(
         result["outcome"] = "reject"
         result["status"] = e.status
         result["error"] = {"type": e.type, "message": e.message, "field": e.field}
+        rule = getattr(e, "rule", None)
+        if rule is not None:
+            result["error"]["rule"] = rule
+    if out.checks:
+        result["spec_checks"] = out.checks
     elif out.decision is not None:
         d = out.decision
         result["outcome"] = "route"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
@@ -23,7 +23,7 @@ from extproc.policies.scheduler import Decision, Scheduler
 from extproc.protocols import NeedsBody, RequestHead, understand_body, understand_head
 from extproc.protocols.base import InferenceRequest
 from extproc.protocols.body import declared_length
-from extproc.registry.base import Registry
+from extproc.registry.base import Registry, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ class Outcome:
     error: RouterError | None = None
     body_bytes: int = 0
     used_body: bool = False
+    registered: str | None = None
+    """The request's model once known to be registered (a safe metric label)."""
+    checks: list[str] = field(default_factory=list)
+    """Spec checks that ran (for ``explain``)."""
 
     @property
     def status(self) -> int:
@@ -68,7 +72,7 @@ class Outcome:
         """The model name, only when it is registered (safe as a metric label)."""
         if self.decision is not None:
             return self.decision.model
-        return None
+        return self.registered
 
 
 def parse_head(msg: ep.HttpHeaders) -> RequestHead:
@@ -139,13 +143,21 @@ class RequestFlow:
         self.outcome.error = err
         return responses.immediate(err)
 
-    def _decide(self, request: InferenceRequest) -> Decision:
-        self.outcome.request = request
-        state = self._state
-        registry = state.registry
+    def _snapshot(self) -> Snapshot:
+        registry = self._state.registry
         if not registry.ready:
             raise NoHealthyDeployment("the model registry has not synced yet")
-        decision = state.scheduler.schedule(request, registry.snapshot, self._subset)
+        return registry.snapshot
+
+    def _known(self, request: InferenceRequest) -> None:
+        """404 for an unknown model or version, before any spec check (status order)."""
+        self.outcome.request = request
+        self._state.scheduler.lookup(request, self._snapshot())
+        self.outcome.registered = request.model
+
+    def _decide(self, request: InferenceRequest) -> Decision:
+        self.outcome.request = request
+        decision = self._state.scheduler.schedule(request, self._snapshot(), self._subset)
         self.outcome.decision = decision
         self.phase = Phase.DONE
         return decision
@@ -156,7 +168,10 @@ class RequestFlow:
         self._subset = subset_hint(msg)
         understood = understand_head(head)
         if isinstance(understood, InferenceRequest):
-            return responses.route_on_headers(self._decide(understood))
+            if not self._body_checked(understood):
+                return responses.route_on_headers(self._decide(understood))
+            self._known(understood)  # KServe: 404 from the path before reading the body
+            understood = NeedsBody("kserve_v2", understood.capabilities, request=understood)
         limit = self._state.max_body_bytes
         length = declared_length(head)
         if length is not None and length > limit:
@@ -183,5 +198,20 @@ class RequestFlow:
         self.outcome.body_bytes = self._body_len
         self.outcome.used_body = True
         assert self._head is not None and self._need is not None
-        request = understand_body(self._head, self._need, raw, limit)
+        depth = self._state.config.limits.max_json_depth
+        request = understand_body(self._head, self._need, raw, limit, max_depth=depth)
+        self._known(request)
+        spec = self._state.config.specs.get(request.model)
+        if spec is not None:
+            self.outcome.checks = spec.check(request.body, request.protocol, self._head.path_only)
         return responses.route_on_body(self._decide(request))
+
+    def _body_checked(self, request: InferenceRequest) -> bool:
+        """A KServe infer call to a model with a spec: its body must be read and checked.
+        Everything else decided on headers keeps the fast path (body never sent)."""
+        return (
+            request.protocol == "kserve_v2"
+            and request.head.method == "POST"
+            and request.head.path_only.endswith("/infer")
+            and request.model in self._state.config.specs
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from extproc.errors import SpecViolation
 from extproc.flow import Outcome
 
 UNREGISTERED = "__unregistered__"
@@ -36,6 +37,12 @@ class Metrics:
             f"{ns}_errors",
             "Requests answered with an error, by error type and HTTP status.",
             ["type", "status"],
+            registry=registry,
+        )
+        self.validation = Counter(
+            f"{ns}_validation_failures",
+            "Requests rejected by a model's spec (422), by model and rule.",
+            ["model", "rule"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -122,6 +129,8 @@ class Metrics:
             model = outcome.model or UNREGISTERED
             result = "failed" if err.status >= 500 else "rejected"
             self._child(self.errors, err.type, str(err.status)).inc()
+            if isinstance(err, SpecViolation):
+                self._child(self.validation, model, err.rule).inc()
         self._child(self.requests, model, result).inc()
         self._decision.observe(decision_s)
         if outcome.used_body:

@@ -71,7 +71,11 @@ def corpus_routes(addresses: Mapping[str, str], *, extra: str = "") -> str:
     ``addresses`` maps ``"<model>@<version>"`` to ``ip:port``; missing ones get a
     placeholder loopback address (fine where nothing connects).
     """
-    lines = ["limits: {max_body_bytes: 1048576}", "models:"]
+    lines = [
+        "limits: {max_body_bytes: 1048576}",
+        f"spec_files: [{json.dumps(str(SAMPLES / 'specs.json'))}]",
+        "models:",
+    ]
     deps = ["deployments:"]
     port = 19000
     for name, spec in specs().items():

@@ -5,9 +5,11 @@ filters (routable, version, tags, proxy subset) -> picker -> primary + fallbacks
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from extproc import capabilities
+from extproc.capabilities import Requirements
 from extproc.config import Config
 from extproc.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound
 from extproc.policies import make_picker
@@ -28,33 +30,36 @@ class Decision:
     reason: str
 
 
-def _matches(dep: Deployment, version: str | None, tags: Mapping[str, str]) -> bool:
+def _matches(dep: Deployment, version: str | None, caps: Requirements) -> bool:
     if version is not None and dep.version != version:
         return False
-    return all(dep.tags.get(k) == v for k, v in tags.items())
+    return capabilities.satisfied(caps, dep.tags)
 
 
-def _why_empty(model: ModelEntry, version: str | None, tags: Mapping[str, str]) -> str:
+def _why_empty(model: ModelEntry, version: str | None, caps: Requirements) -> str:
     deps = model.deployments
     want = f"model {model.name!r}" + (f" version {version!r}" if version else "")
     if not deps:
         return f"{want} has no deployments"
     wrong_version = sum(1 for d in deps if version is not None and d.version != version)
-    wrong_tags = sum(
+    missing = sum(
         1
         for d in deps
-        if (version is None or d.version == version)
-        and not all(d.tags.get(k) == v for k, v in tags.items())
+        if (version is None or d.version == version) and not capabilities.satisfied(caps, d.tags)
     )
-    not_routable = sum(1 for d in deps if _matches(d, version, tags) and not d.routable)
+    not_routable = [d for d in deps if _matches(d, version, caps) and not d.routable]
     parts = []
     if wrong_version:
         parts.append(f"{wrong_version} of another version")
-    if wrong_tags:
-        parts.append(f"{wrong_tags} without tags {dict(tags)}")
-    if not_routable:
-        parts.append(f"{not_routable} disabled, unhealthy or weight 0")
-    return f"no routable deployment for {want}: " + ", ".join(parts)
+    if missing:
+        parts.append(f"{missing} without capabilities {capabilities.describe(caps)}")
+    for d in not_routable:
+        why = (
+            "disabled" if not d.enabled else "weight 0" if d.weight <= 0 else "no healthy endpoint"
+        )
+        states = ", ".join(f"{a} {s}" for a, s in d.excluded)
+        parts.append(f"{d.name}: {why}" + (f" ({states})" if states else ""))
+    return f"no routable deployment for {want}: " + "; ".join(parts)
 
 
 class Scheduler:
@@ -78,13 +83,13 @@ class Scheduler:
         )
 
     def _candidates(
-        self, snapshot: Snapshot, model: ModelEntry, version: str | None, tags: Mapping[str, str]
+        self, snapshot: Snapshot, model: ModelEntry, version: str | None, caps: Requirements
     ) -> tuple[Endpoint, ...]:
-        if tags:
+        if caps:
             return tuple(
                 e
                 for d in model.deployments
-                if d.routable and _matches(d, version, tags)
+                if d.routable and _matches(d, version, caps)
                 for e in d.endpoints
             )
         if snapshot is not self._snapshot:
@@ -96,18 +101,14 @@ class Scheduler:
             cands = tuple(
                 e
                 for d in model.deployments
-                if d.routable and _matches(d, version, tags)
+                if d.routable and _matches(d, version, ())
                 for e in d.endpoints
             )
             self._cache[key] = cands
         return cands
 
-    def schedule(
-        self,
-        request: InferenceRequest,
-        snapshot: Snapshot,
-        subset: Collection[str] | None = None,
-    ) -> Decision:
+    def lookup(self, request: InferenceRequest, snapshot: Snapshot) -> ModelEntry:
+        """The registered model for ``request`` (404 if the model or version is unknown)."""
         model = snapshot.models.get(request.model)
         if model is None:
             raise ModelNotFound(
@@ -119,9 +120,20 @@ class Scheduler:
                 f"model {model.name!r} has no version {version!r} "
                 f"(registered: {', '.join(model.versions)})"
             )
-        cands = self._candidates(snapshot, model, version, request.tags)
+        return model
+
+    def schedule(
+        self,
+        request: InferenceRequest,
+        snapshot: Snapshot,
+        subset: Collection[str] | None = None,
+    ) -> Decision:
+        model = self.lookup(request, snapshot)
+        version = request.version
+        caps = request.capabilities
+        cands = self._candidates(snapshot, model, version, caps)
         if not cands:
-            raise NoHealthyDeployment(_why_empty(model, version, request.tags))
+            raise NoHealthyDeployment(_why_empty(model, version, caps))
         if subset is not None:
             allowed = set(subset)
             cands = tuple(e for e in cands if e.address in allowed)
@@ -131,7 +143,7 @@ class Scheduler:
                     f"can serve model {model.name!r}"
                 )
         picker, fallbacks = self._per_model.get(model.name, (self._default, self._max_fallbacks))
-        key = f"{model.name}\x00{version or ''}\x00{sorted(request.tags.items())}"
+        key = f"{model.name}\x00{version or ''}\x00{capabilities.describe(caps)}"
         picked = picker.pick(key, cands, 1 + fallbacks)
         primary = picked[0]
         dep = next(d for d in model.deployments if d.name == primary.deployment)
@@ -145,7 +157,7 @@ class Scheduler:
             reason=(
                 f"{picker.name} over {len(cands)} endpoint(s) of model {model.name!r}"
                 f" version {version or 'any'}"
-                + (f" with tags {dict(request.tags)}" if request.tags else "")
+                + (f" with {capabilities.describe(caps)}" if caps else "")
                 + (" within the proxy's subset" if subset is not None else "")
             ),
         )

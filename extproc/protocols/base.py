@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from extproc.capabilities import Requirements
 
 ProtocolName = Literal["openai", "kserve_v2", "generic"]
 
@@ -35,8 +37,8 @@ class InferenceRequest:
     version: str | None
     head: RequestHead
     body: Mapping[str, Any] | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    """Deployment tags the request requires (``x-model-tags: k=v,k2=v2``)."""
+    capabilities: Requirements = ()
+    """What the request needs from a deployment (``x-model-capabilities``, content rules)."""
     source: str = ""
     """How model and version were found, for ``explain`` and logs."""
     model_field: str | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from extproc.capabilities import Requirements
 from extproc.errors import InvalidRequest
 from extproc.protocols.base import InferenceRequest, RequestHead
 
 
-def from_headers(head: RequestHead, tags: Mapping[str, str]) -> InferenceRequest:
+def from_headers(head: RequestHead, capabilities: Requirements) -> InferenceRequest:
     model = head.headers.get("x-model")
     if not model:
         raise InvalidRequest(
@@ -21,6 +20,6 @@ def from_headers(head: RequestHead, tags: Mapping[str, str]) -> InferenceRequest
         model=model,
         version=version,
         head=head,
-        tags=tags,
+        capabilities=capabilities,
         source="header x-model" + (", header x-model-version" if version else ""),
     )

@@ -185,7 +185,10 @@ async def test_version_metadata_change_is_followed(
         health_url=f"{b.url}/health",
     )  # fmt: skip
     await asyncio.sleep(0.5)
-    assert (await spread(client, consul_stack, 4, x_model_version="2")) == {"cs-v2": 2, "cs-v1-b": 2}
+    assert (await spread(client, consul_stack, 4, x_model_version="2")) == {
+        "cs-v2": 2,
+        "cs-v1-b": 2,
+    }
     assert (await spread(client, consul_stack, 4, x_model_version="1")) == {"cs-v1-a": 4}
 
 
@@ -231,8 +234,9 @@ async def test_consul_outage_keeps_last_snapshot_and_recovers(
         await asyncio.sleep(3.0)  # routing on the last snapshot
         text = (await client.get(metrics_url)).text
         staleness = float(
-            next(ln for ln in text.splitlines() if ln.startswith("model_router_registry_staleness"))
-            .split()[-1]
+            next(
+                ln for ln in text.splitlines() if ln.startswith("model_router_registry_staleness")
+            ).split()[-1]
         )
         assert staleness >= 2.0
         await consul.start()  # same data dir: the catalog survives, as in production
@@ -299,7 +303,7 @@ async def test_not_serving_until_consul_answers(
                         await asyncio.sleep(1.5)  # past startup_timeout_s
                         status = await grpc_health(f"127.0.0.1:{port}", "readiness")
                         break
-                except Exception:  # noqa: BLE001 (not listening yet)
+                except Exception:
                     await asyncio.sleep(0.1)
             assert status == want, (fallback, status)
         finally:

@@ -24,13 +24,15 @@ def test_check_config_ok_and_errors(tmp_path: Path) -> None:
 
 def test_explain_routes_and_rejects(tmp_path: Path) -> None:
     req = tmp_path / "req.json"
-    req.write_text(json.dumps({"model": "chat-large", "messages": []}))
+    req.write_text(
+        json.dumps({"model": "chat-large", "messages": [{"role": "user", "content": "hi"}]})
+    )
     r = CliRunner().invoke(main, ["explain", "--config", ROUTES, "--request", str(req)])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["outcome"] == "route"
     assert out["request"] == {
-        "protocol": "openai", "model": "chat-large", "version": None, "tags": {},
+        "protocol": "openai", "model": "chat-large", "version": None, "capabilities": None,
         "identified_by": "body 'model'", "body_inspected": True,
     }  # fmt: skip
     assert out["decision"]["deployment"] == "chat-large-a100"

@@ -76,18 +76,26 @@ def test_round_robin_spreads_over_endpoints() -> None:
     assert seen.count("127.0.0.1:8003") == 2
 
 
-def test_version_header_and_tags_filter() -> None:
+def test_version_header_and_capabilities_filter() -> None:
     state = state_for()
     _, resps = run_flow(
         state, "POST", "/v1/chat/completions", [*JSON, ("x-model-version", "1")], CHAT
     )
     assert set_headers(resps[-1])["x-model-router-deployment"] == "cs1"
     _, resps = run_flow(
-        state, "POST", "/v1/chat/completions", [*JSON, ("x-model-tags", "accelerator=a100")], CHAT
+        state,
+        "POST",
+        "/v1/chat/completions",
+        [*JSON, ("x-model-capabilities", "accelerator=a100")],
+        CHAT,
     )
     assert set_headers(resps[-1])["x-model-router-deployment"] == "cs2"
     _, resps = run_flow(
-        state, "POST", "/v1/chat/completions", [*JSON, ("x-model-tags", "accelerator=h100")], CHAT
+        state,
+        "POST",
+        "/v1/chat/completions",
+        [*JSON, ("x-model-capabilities", "accelerator=h100")],
+        CHAT,
     )
     status, err = error_of(resps[-1])  # type: ignore[arg-type]
     assert status == 503 and err["type"] == "no_healthy_deployment"
@@ -109,7 +117,7 @@ def test_generic_x_model_with_odd_characters() -> None:
         ("POST", "/v2/models/nope/infer", JSON, b"{}", 404, "model_not_found", None),
         ("POST", "/v2/models/resnet50/versions/9/infer", JSON, b"{}", 404, "version_not_found", None),
         ("POST", "/v2/models/resnet50/versions/2/infer", JSON, b"{}", 503, "no_healthy_deployment", None),
-        ("POST", "/v1/chat/completions", JSON, b'{"model": "gpt-x"}', 404, "model_not_found", "/model"),
+        ("POST", "/v1/chat/completions", JSON, b'{"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}', 404, "model_not_found", "/model"),
         ("POST", "/v1/chat/completions", JSON, b'{"messages": []}', 400, "invalid_request", "/model"),
         ("POST", "/v1/chat/completions", JSON, b'{"model": 7}', 400, "invalid_request", "/model"),
         ("POST", "/v1/chat/completions", JSON, b"{not json", 400, "invalid_body", None),
@@ -120,7 +128,7 @@ def test_generic_x_model_with_odd_characters() -> None:
          "unsupported_media_type", None),
         ("GET", "/v1/chat/completions", JSON, None, 405, "method_not_allowed", None),
         ("POST", "/api/other", JSON, b"{}", 400, "invalid_request", None),
-        ("POST", "/v1/chat/completions", [*JSON, ("x-model-tags", "oops")], CHAT, 400,
+        ("POST", "/v1/chat/completions", [*JSON, ("x-model-capabilities", "oops")], CHAT, 400,
          "invalid_request", None),
     ],
 )  # fmt: skip
