@@ -262,7 +262,9 @@ async def test_consul_outage_keeps_last_snapshot_and_recovers(
     assert "model_router_registry_staleness_seconds" in text
     router_log = consul_stack.workdir / "router.log"
     deadline = time.monotonic() + 30  # every watch retries within its backoff cap (10 s)
-    while "Consul reachable again" not in router_log.read_text() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # polling a log file: no event to wait on
+        if "Consul reachable again" in router_log.read_text():
+            break
         await asyncio.sleep(0.2)
     log = router_log.read_text()
     outage_logs = [ln for ln in log.splitlines() if "Consul unreachable" in ln]
