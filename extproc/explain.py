@@ -91,8 +91,6 @@ async def explain_request(
         rule = getattr(e, "rule", None)
         if rule is not None:
             result["error"]["rule"] = rule
-    if out.checks:
-        result["spec_checks"] = out.checks
     elif out.decision is not None:
         d = out.decision
         result["outcome"] = "route"
@@ -106,4 +104,6 @@ async def explain_request(
             "candidates": d.candidates,
             "why": d.reason,
         }
+    if out.checks:
+        result["spec_checks"] = out.checks
     return result
