@@ -16,7 +16,7 @@ from extproc import capabilities
 from extproc.config import Config
 from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.policies.scheduler import Scheduler
-from extproc.registry import StaticRegistry
+from extproc.registry import make_registry
 
 
 def processing_messages(
@@ -52,9 +52,42 @@ async def explain_request(
     headers: Sequence[tuple[str, str]],
     body: bytes | None,
 ) -> dict[str, Any]:
-    registry = StaticRegistry(config, source)
+    registry = make_registry(config, source)  # Consul: one sync, then stopped
     await registry.start()
-    flow = RequestFlow(RouterState(config, registry, Scheduler(config)))
+    try:
+        return _explain(
+            RouterState(config, registry, Scheduler(config)), method, path, headers, body
+        )
+    finally:
+        await registry.stop()
+
+
+def _deployments(state: RouterState, model: str) -> list[dict[str, Any]]:
+    """The model's deployments as the registry sees them, with each endpoint's state."""
+    if not state.registry.ready or model not in state.registry.snapshot.models:
+        return []
+    return [
+        {
+            "deployment": d.name,
+            "version": d.version,
+            "capabilities": dict(d.tags),
+            "weight": d.weight,
+            "enabled": d.enabled,
+            "endpoints": [{"address": e.address, "state": "routable"} for e in d.endpoints]
+            + [{"address": a, "state": why} for a, why in d.excluded],
+        }
+        for d in state.registry.snapshot.models[model].deployments
+    ]
+
+
+def _explain(
+    state: RouterState,
+    method: str,
+    path: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes | None,
+) -> dict[str, Any]:
+    flow = RequestFlow(state)
     steps: list[str] = []
     for msg in processing_messages(method, path, headers, body):
         resp = flow.receive(msg)
@@ -106,4 +139,7 @@ async def explain_request(
         }
     if out.checks:
         result["spec_checks"] = out.checks
+    result["registry"] = state.registry.describe()
+    if out.request is not None:
+        result["deployments"] = _deployments(state, out.request.model)
     return result

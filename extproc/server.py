@@ -27,7 +27,7 @@ from extproc.errors import ConfigError, InternalError
 from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.metrics import Metrics
 from extproc.policies.scheduler import Scheduler
-from extproc.registry import Registry, Snapshot, StaticRegistry
+from extproc.registry import Registry, Snapshot, make_registry
 from extproc.registry.consul import ConsulRegistry
 
 log = logging.getLogger("extproc.server")
@@ -163,23 +163,18 @@ class Server:
         watches keep running); it only learns the new routing rules.
         """
         source = str(self.config_path or "<config>")
+        old = previous.registry if previous else None
         registry: Registry
-        fresh = True
-        if config.registry.type == "consul":
-            old = previous.registry if previous else None
-            if (
-                isinstance(old, ConsulRegistry)
-                and previous is not None
-                and (previous.config.registry == config.registry)
-            ):
-                registry, fresh = old, False
-            else:
-                registry = ConsulRegistry(config, source, generation=generation)
-        else:
-            registry = StaticRegistry(config, source, generation=generation)
-        if fresh:
-            registry.add_listener(self._on_snapshot)
-        return RouterState(config=config, registry=registry, scheduler=Scheduler(config)), fresh
+        if (
+            isinstance(old, ConsulRegistry)
+            and previous is not None
+            and config.registry.type == "consul"
+            and previous.config.registry == config.registry
+        ):
+            return RouterState(config=config, registry=old, scheduler=Scheduler(config)), False
+        registry = make_registry(config, source, generation=generation)
+        registry.add_listener(self._on_snapshot)
+        return RouterState(config=config, registry=registry, scheduler=Scheduler(config)), True
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         """Called by the live registry on every change: metrics, then readiness."""
@@ -211,8 +206,11 @@ class Server:
         g.clear()
         for model in snapshot.models.values():
             for dep in model.deployments:
-                state = "routable" if dep.routable else "excluded"
-                g.labels(model.name, dep.version, dep.name, state).set(len(dep.endpoints))
+                counts = {"routable" if dep.routable else "disabled": len(dep.endpoints)}
+                for _, why in dep.excluded:  # e.g. critical, warning, maintenance (Consul)
+                    counts[why] = counts.get(why, 0) + 1
+                for state, n in counts.items():
+                    g.labels(model.name, dep.version, dep.name, state).set(n)
         self.metrics.config_generation.set(snapshot.generation)
         self.metrics.last_reload.set(time.time())
 

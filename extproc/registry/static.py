@@ -76,3 +76,6 @@ class StaticRegistry(Registry):
 
     def __repr__(self) -> str:
         return f"StaticRegistry(source={self._source!r}, snapshot={self._snapshot!r})"
+
+    def describe(self) -> dict[str, object]:
+        return {"type": "static", "source": self._source}

@@ -310,3 +310,53 @@ async def test_not_serving_until_consul_answers(
             assert status == want, (fallback, status)
         finally:
             await router.stop()
+
+
+async def test_explain_and_metrics_show_consul_endpoints_and_state(
+    consul: ConsulAgent,
+    consul_stack: Stack,
+    client: httpx.AsyncClient,
+    servers: dict[str, ModelServer],
+    tmp_path: Path,
+) -> None:
+    import json
+    import sys
+
+    servers["cs-v2"].set_healthy(False)
+    await consul.maintenance("cs-v1-b", True)
+    deadline = time.monotonic() + 10
+    cfg = consul_stack.config
+    metrics_url = f"http://127.0.0.1:{cfg.listener.metrics_port}/metrics"
+    want = [
+        'model_router_registry_endpoints{deployment="chat-small-v2",model="chat-small",'
+        'state="critical",version="2"} 1.0',
+        'model_router_registry_endpoints{deployment="chat-small-v1",model="chat-small",'
+        'state="maintenance",version="1"} 1.0',
+        'model_router_registry_endpoints{deployment="chat-small-v1",model="chat-small",'
+        'state="routable",version="1"} 1.0',
+    ]
+    text = ""
+    while time.monotonic() < deadline:
+        text = (await client.get(metrics_url)).text
+        if all(w in text for w in want):
+            break
+        await asyncio.sleep(0.2)
+    assert all(w in text for w in want), [ln for ln in text.splitlines() if "endpoints{" in ln]
+    body = tmp_path / "req.json"
+    body.write_text(json.dumps(CHAT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", "explain", "--config", str(consul_stack.config_path),
+        "--request", str(body), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    result = json.loads(out)
+    assert result["registry"]["type"] == "consul" and result["registry"]["reachable"]
+    states = {
+        (d["deployment"], e["address"]): e["state"]
+        for d in result["deployments"]
+        for e in d["endpoints"]
+    }
+    assert states[("chat-small-v1", servers["cs-v1-a"].address)] == "routable"
+    assert states[("chat-small-v1", servers["cs-v1-b"].address)] == "maintenance"
+    assert states[("chat-small-v2", servers["cs-v2"].address)] == "critical"
+    assert result["decision"]["endpoint"] == servers["cs-v1-a"].address
