@@ -92,3 +92,34 @@ def test_missing_file() -> None:
     with pytest.raises(ConfigError) as info:
         load_config("/nonexistent/routes.yaml")
     assert "cannot read" in info.value.problems[0]
+
+
+def test_inline_and_file_specs(tmp_path: Path) -> None:
+    (tmp_path / "specs.yaml").write_text(
+        "m2:\n  protocol: kserve_v2\n  kserve_v2:\n    inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"
+        "unrelated: {protocol: openai}\n"
+    )
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "spec_files: [specs.yaml]\n"
+        "models:\n"
+        "  m1: {protocol: openai, versions: ['1'], spec: {openai: {max_tokens: 10}}}\n"
+        "  m2: {protocol: kserve_v2, versions: ['1']}\n"
+    )
+    cfg = load_config(routes)
+    assert set(cfg.specs) == {"m1", "m2"}
+    assert cfg.specs["m1"].protocol == "openai" and cfg.specs["m2"].protocol == "kserve_v2"
+
+
+def test_spec_errors_name_file_and_key(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "spec_files: [missing.json]\n"
+        "models:\n"
+        "  m1: {protocol: openai, versions: ['1'], spec: {openai: {max_tokenz: 10}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(routes)
+    found = info.value.problems
+    assert any(p.startswith("spec_files[0]: cannot read") for p in found)
+    assert any("models.m1.spec#/m1/openai/max_tokenz: unknown key" in p for p in found)
