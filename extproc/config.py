@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from extproc.errors import ConfigError
+from extproc.rules import RulesError, RuleSet
 from extproc.specs import SpecError
 from extproc.validation import CompiledSpec, parse_specs
 
@@ -239,7 +240,19 @@ class Config(_Strict):
     relative to the routing file."""
     models: Mapping[str, ModelConfig] = Field(default_factory=dict)
     deployments: tuple[DeploymentConfig, ...] = ()
+    tenant_header: str = "x-tenant-id"
+    """The header content rules read as ``tenant``."""
+    rules: tuple[Any, ...] = ()
+    """Content rules, evaluated in order; the first that matches applies (docs/rules.md)."""
     _specs: dict[str, CompiledSpec] = PrivateAttr(default_factory=dict)
+    _rules: RuleSet | None = PrivateAttr(default=None)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The compiled content rules."""
+        if self._rules is None:
+            self._rules = RuleSet.parse(list(self.rules), tenant_header=self.tenant_header)
+        return self._rules
 
     @property
     def specs(self) -> Mapping[str, CompiledSpec]:
@@ -347,6 +360,13 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             problems.append(f"{where}{_fmt_loc(loc)}: {msg}")
         raise ConfigError(source, problems) from exc
     config._specs = _load_specs(config, source)
+    try:
+        config._rules = RuleSet.parse(list(config.rules), tenant_header=config.tenant_header)
+    except RulesError as exc:
+        raise ConfigError(source, exc.problems) from exc
+    unknown = sorted(config._rules.target_models() - set(config.models))
+    if unknown:
+        raise ConfigError(source, [f"rules: route to undeclared model(s) {', '.join(unknown)}"])
     return config
 
 

@@ -17,6 +17,7 @@ from extproc.config import Config
 from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.policies.scheduler import Scheduler
 from extproc.registry import make_registry
+from extproc.rewrite import Rewrite
 
 
 def processing_messages(
@@ -60,6 +61,16 @@ async def explain_request(
         )
     finally:
         await registry.stop()
+
+
+def _rewrite(rw: Rewrite | None) -> dict[str, Any] | None:
+    if rw is None:
+        return None
+    return {
+        "set_headers": dict(rw.set_headers),
+        "remove_headers": list(rw.remove_headers),
+        "body_bytes": len(rw.body) if rw.body is not None else None,
+    }
 
 
 def _deployments(state: RouterState, model: str) -> list[dict[str, Any]]:
@@ -136,6 +147,18 @@ def _explain(
             "picker": d.picker,
             "candidates": d.candidates,
             "why": d.reason,
+        }
+    if out.rule is not None:
+        act = out.rule.action
+        result["rule"] = {
+            "name": out.rule.rule,
+            "why": out.rule.why,
+            "route": {
+                "model": act.model,
+                "version": act.version,
+                "capabilities": capabilities.describe(act.capabilities) or None,
+            },
+            "upstream_rewrite": _rewrite(out.rewrite),
         }
     if out.checks:
         result["spec_checks"] = out.checks

@@ -24,6 +24,8 @@ from extproc.protocols import NeedsBody, RequestHead, understand_body, understan
 from extproc.protocols.base import InferenceRequest
 from extproc.protocols.body import declared_length
 from extproc.registry.base import Registry, Snapshot
+from extproc.rewrite import Rewrite, for_upstream
+from extproc.rules import RuleMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,9 @@ class Outcome:
     """The request's model once known to be registered (a safe metric label)."""
     checks: list[str] = field(default_factory=list)
     """Spec checks that ran (for ``explain``)."""
+    rule: RuleMatch | None = None
+    """The content rule that applied, if any."""
+    rewrite: Rewrite | None = None
 
     @property
     def status(self) -> int:
@@ -168,8 +173,13 @@ class RequestFlow:
         self._subset = subset_hint(msg)
         understood = understand_head(head)
         if isinstance(understood, InferenceRequest):
-            if not self._body_checked(understood):
-                return responses.route_on_headers(self._decide(understood))
+            rules = self._state.config.ruleset
+            if not self._body_checked(understood) and not (
+                rules and understood.protocol == "kserve_v2" and rules.needs_body_for(understood)
+            ):
+                final = self._apply_rules(understood)
+                decision = self._decide(final)
+                return responses.route_on_headers(decision, self.outcome.rewrite)
             self._known(understood)  # KServe: 404 from the path before reading the body
             understood = NeedsBody("kserve_v2", understood.capabilities, request=understood)
         limit = self._state.max_body_bytes
@@ -199,12 +209,25 @@ class RequestFlow:
         self.outcome.used_body = True
         assert self._head is not None and self._need is not None
         depth = self._state.config.limits.max_json_depth
-        request = understand_body(self._head, self._need, raw, limit, max_depth=depth)
+        request = self._apply_rules(
+            understand_body(self._head, self._need, raw, limit, max_depth=depth)
+        )
         self._known(request)
         spec = self._state.config.specs.get(request.model)
         if spec is not None:
             self.outcome.checks = spec.check(request.body, request.protocol, self._head.path_only)
-        return responses.route_on_body(self._decide(request))
+        return responses.route_on_body(self._decide(request), self.outcome.rewrite)
+
+    def _apply_rules(self, request: InferenceRequest) -> InferenceRequest:
+        """The first matching content rule may change model, version and capabilities."""
+        rules = self._state.config.ruleset
+        match = rules.evaluate(request) if rules else None
+        if match is None:
+            return request
+        final = match.apply(request)
+        self.outcome.rule = match
+        self.outcome.rewrite = for_upstream(request, final)
+        return final
 
     def _body_checked(self, request: InferenceRequest) -> bool:
         """A KServe infer call to a model with a spec: its body must be read and checked.

@@ -6,7 +6,15 @@ name or ``__unregistered__``, so hostile requests cannot blow up cardinality.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from extproc.errors import SpecViolation
 from extproc.flow import Outcome
@@ -43,6 +51,12 @@ class Metrics:
             f"{ns}_validation_failures",
             "Requests rejected by a model's spec (422), by model and rule.",
             ["model", "rule"],
+            registry=registry,
+        )
+        self.rules = Counter(
+            f"{ns}_rule_matches",
+            "Requests a content rule applied to, by rule name.",
+            ["rule"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -132,6 +146,8 @@ class Metrics:
             if isinstance(err, SpecViolation):
                 self._child(self.validation, model, err.rule).inc()
         self._child(self.requests, model, result).inc()
+        if outcome.rule is not None:
+            self._child(self.rules, outcome.rule.rule).inc()
         self._decision.observe(decision_s)
         if outcome.used_body:
             self._with_body.observe(in_router_s)
@@ -143,3 +159,27 @@ class Metrics:
 
     def observe_stream(self, seconds: float) -> None:
         self._stream.observe(seconds)
+
+
+async def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, worker: int = 0
+) -> tuple[web.AppRunner, int]:
+    """``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port``; the runner and port."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "worker": worker})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    return runner, (sockets[0].getsockname()[1] if sockets else port)

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 
 from extproc.errors import RouterError
 from extproc.policies.scheduler import Decision
+from extproc.rewrite import Rewrite
 
 # Header and metadata names of the Gateway API Inference Extension endpoint picker protocol.
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -61,7 +62,12 @@ def immediate(err: RouterError) -> ep.ProcessingResponse:
     )
 
 
-def _fill(common: ep.CommonResponse, md: struct_pb2.Struct, decision: Decision) -> None:
+def _fill(
+    common: ep.CommonResponse,
+    md: struct_pb2.Struct,
+    decision: Decision,
+    rewrite: Rewrite | None = None,
+) -> None:
     # Built by mutation, not nested constructors: upb copies every nested message
     # passed as a keyword, which made this 4x slower on the hot path.
     # The header carries the primary only: Envoy's ORIGINAL_DST cluster reads one ip:port
@@ -78,24 +84,33 @@ def _fill(common: ep.CommonResponse, md: struct_pb2.Struct, decision: Decision) 
         opt.header.key = key
         opt.header.raw_value = value.encode()
         opt.append_action = _OVERWRITE
+    if rewrite is not None:
+        for key, value in rewrite.set_headers:
+            opt = add()
+            opt.header.key = key
+            opt.header.raw_value = value.encode()
+            opt.append_action = _OVERWRITE
+        common.header_mutation.remove_headers.extend(rewrite.remove_headers)
+        if rewrite.body is not None:
+            common.body_mutation.body = rewrite.body
     common.clear_route_cache = True
     md.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = ",".join(
         decision.endpoints
     )
 
 
-def route_on_headers(decision: Decision) -> ep.ProcessingResponse:
+def route_on_headers(decision: Decision, rewrite: Rewrite | None = None) -> ep.ProcessingResponse:
     """Answer to request headers: route now and tell Envoy not to send the body."""
     resp = ep.ProcessingResponse()
-    _fill(resp.request_headers.response, resp.dynamic_metadata, decision)
+    _fill(resp.request_headers.response, resp.dynamic_metadata, decision, rewrite)
     resp.mode_override.CopyFrom(_SKIP_BODY)
     return resp
 
 
-def route_on_body(decision: Decision) -> ep.ProcessingResponse:
-    """Answer to a buffered request body: the headers are still mutable then."""
+def route_on_body(decision: Decision, rewrite: Rewrite | None = None) -> ep.ProcessingResponse:
+    """Answer to a buffered request body: the headers (and body) are still mutable then."""
     resp = ep.ProcessingResponse()
-    _fill(resp.request_body.response, resp.dynamic_metadata, decision)
+    _fill(resp.request_body.response, resp.dynamic_metadata, decision, rewrite)
     return resp
 
 

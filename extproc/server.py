@@ -20,12 +20,12 @@ from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from extproc.config import Config, load_config
 from extproc.errors import ConfigError, InternalError
 from extproc.flow import Phase, RequestFlow, RouterState
-from extproc.metrics import Metrics
+from extproc.metrics import Metrics, serve_metrics
 from extproc.policies.scheduler import Scheduler
 from extproc.registry import Registry, Snapshot, make_registry
 from extproc.registry.consul import ConsulRegistry
@@ -311,26 +311,9 @@ class Server:
         )
 
     async def _start_metrics(self, host: str) -> None:
-        registry = self.metrics.registry
-
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(
-                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok", "worker": self.worker})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/healthz", healthz)
-        self._http = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._http.setup()
-        site = web.TCPSite(self._http, host, self.metrics_port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_metrics_port = sockets[0].getsockname()[1] if sockets else self.metrics_port
+        self._http, self.bound_metrics_port = await serve_metrics(
+            self.metrics.registry, host, self.metrics_port, worker=self.worker
+        )
 
     async def shutdown(self) -> None:
         """NOT_SERVING first, so Envoy and load balancers stop sending; then drain."""

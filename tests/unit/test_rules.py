@@ -1,0 +1,709 @@
+"""Content rules (``extproc.rules``): parsing and validation, every condition and action,
+evaluation order, headers-only behaviour, never raising on hostile bodies, and cost."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extproc.capabilities import Requirement
+from extproc.protocols.base import InferenceRequest, ProtocolName, RequestHead
+from extproc.rules import RuleMatch, RulesError, RuleSet
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+INFER = "/v2/models/resnet50/infer"
+
+
+def req(
+    body: dict[str, Any] | None = None,
+    *,
+    model: str = "chat-small",
+    protocol: ProtocolName = "openai",
+    path: str = CHAT,
+    headers: dict[str, str] | None = None,
+    version: str | None = None,
+) -> InferenceRequest:
+    head = RequestHead("POST", path, headers or {})
+    return InferenceRequest(protocol, model, version, head, body, source="test")
+
+
+def chat(*texts: str, **extra: Any) -> dict[str, Any]:
+    msgs = [{"role": "user", "content": t} for t in texts]
+    return {"model": "chat-small", "messages": msgs, **extra}
+
+
+def infer(batch: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [batch, 3], "data": []}]}
+
+
+def rules(text: str, **kw: Any) -> RuleSet:
+    return RuleSet.parse(yaml.safe_load(text), **kw)
+
+
+def one(when: str, route: str = "{model: chat-large}") -> RuleSet:
+    return rules(f"- {{name: r, when: {when}, route: {route}}}")
+
+
+def hit(rs: RuleSet, request: InferenceRequest) -> str | None:
+    m = rs.evaluate(request)
+    return None if m is None else m.rule
+
+
+BRIEF = """
+- name: tools-or-long-prompts-to-large
+  when:
+    path: /v1/chat/completions
+    model: chat-small
+    any:
+      - has: [tools]
+      - prompt_chars: {gt: 4000}
+      - messages: {gte: 12}
+      - max_tokens: {gt: 1024}
+  route:
+    model: chat-large
+- name: medical
+  when:
+    last_user_message: {regex: "(?i)\\\\b(patient|diagnos\\\\w*|symptoms?)\\\\b"}
+  route:
+    capabilities: "domain=medical"
+- name: medical-by-metadata
+  when: {body_field: {pointer: /metadata/domain, equals: medical}}
+  route: {capabilities: "domain=medical"}
+- name: big-batches-to-gpu
+  when: {protocol: kserve_v2, batch_size: {gte: 32}}
+  route: {capabilities: {accelerator: gpu}}
+- name: tenant-acme-canary
+  when: {tenant: acme, header: {x-canary: {regex: "^(1|true)$"}}}
+  route: {version: "2"}
+"""
+
+
+@pytest.fixture(scope="module")
+def brief() -> RuleSet:
+    return rules(BRIEF)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_brief_example_parses(brief: RuleSet) -> None:
+    assert len(brief) == 5
+    assert brief.names[0] == "tools-or-long-prompts-to-large"
+    assert brief.target_models() == {"chat-large"}
+    assert "medical" in repr(brief)
+    assert RuleSet.parse(None).names == ()
+    assert len(RuleSet.parse([])) == 0
+
+
+def test_why_names_the_rule_and_the_deciding_values(brief: RuleSet) -> None:
+    m = brief.evaluate(req(chat("x" * 5230)))
+    assert m is not None
+    assert m.why == (
+        "rule 'tools-or-long-prompts-to-large': path is /v1/chat/completions; "
+        "model is chat-small; any: prompt_chars 5230 > 4000"
+    )
+    assert m.action.model == "chat-large"
+    assert m.action.version is None
+    assert m.action.capabilities == ()
+
+
+def test_first_match_wins(brief: RuleSet) -> None:
+    body = chat("the patient has symptoms", tools=[{"type": "function"}])
+    assert hit(brief, req(body)) == "tools-or-long-prompts-to-large"
+    assert hit(brief, req(body, model="chat-other")) == "medical"
+    rs = rules("""
+    - {name: a, when: {model: m}, route: {version: "1"}}
+    - {name: b, when: {model: m}, route: {version: "2"}}
+    """)
+    assert hit(rs, req({}, model="m")) == "a"
+    assert hit(rs, req({}, model="n")) is None
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def test_path_exact_list_regex() -> None:
+    assert hit(one("{path: /v1/chat/completions}"), req({})) == "r"
+    assert hit(one("{path: /v1/completions}"), req({})) is None
+    assert hit(one("{path: [/v1/completions, /v1/chat/completions]}"), req({})) == "r"
+    assert hit(one("{path: {regex: '^/v1/'}}"), req({}, path=CHAT + "?x=1")) == "r"
+    assert hit(one("{path: {regex: '^/v2/'}}"), req({})) is None
+
+
+def test_model_string_or_list() -> None:
+    assert hit(one("{model: chat-small}"), req({})) == "r"
+    assert hit(one("{model: [a, chat-small]}"), req({})) == "r"
+    assert hit(one("{model: [a, b]}"), req({})) is None
+    assert hit(one("{model: {regex: '^chat-'}}"), req({})) == "r"
+
+
+def test_protocol() -> None:
+    rs = one("{protocol: kserve_v2}")
+    assert hit(rs, req(None, protocol="kserve_v2", path=INFER)) == "r"
+    assert hit(rs, req({})) is None
+    assert hit(one("{protocol: [openai, generic]}"), req({})) == "r"
+
+
+def test_headers_and_tenant() -> None:
+    rs = one("{header: {X-Canary: {regex: '^(1|true)$'}, x-team: [a, b]}}")
+    assert hit(rs, req({}, headers={"x-canary": "true", "x-team": "b"})) == "r"
+    assert hit(rs, req({}, headers={"x-canary": "yes", "x-team": "b"})) is None
+    assert hit(rs, req({}, headers={"x-canary": "1"})) is None  # missing header never matches
+    assert hit(one("{tenant: acme}"), req({}, headers={"x-tenant-id": "acme"})) == "r"
+    assert hit(one("{tenant: acme}"), req({}, headers={"x-org": "acme"})) is None
+    custom = rules(
+        "- {name: r, when: {tenant: [acme, beta]}, route: {version: '2'}}", tenant_header="X-Org"
+    )
+    assert custom.tenant_header == "x-org"
+    assert hit(custom, req({}, headers={"x-org": "beta"})) == "r"
+
+
+def test_brief_canary(brief: RuleSet) -> None:
+    m = brief.evaluate(req(None, headers={"x-tenant-id": "acme", "x-canary": "1"}, model="zz"))
+    assert m is not None and m.rule == "tenant-acme-canary" and m.action.version == "2"
+    assert "tenant is acme" in m.why and "header x-canary matches" in m.why
+
+
+def test_has() -> None:
+    rs = one("{has: [tools, tool_choice]}")
+    assert hit(rs, req(chat("a", tools=[], tool_choice="auto"))) == "r"
+    assert hit(rs, req(chat("a", tools=[], tool_choice=None))) is None  # null is absent
+    assert hit(rs, req(chat("a", tools=[]))) is None
+    assert hit(one("{has: tools}"), req(chat("a", tools=[1]))) == "r"
+
+
+def test_body_field_equals_regex_exists_numbers() -> None:
+    body = chat("a", metadata={"domain": "medical", "a/b": {"~k": [0, 7]}, "flag": True, "n": 1})
+    cases = {
+        "{pointer: /metadata/domain, equals: medical}": True,
+        "{pointer: /metadata/domain, equals: legal}": False,
+        "{pointer: /metadata/domain, regex: '^med'}": True,
+        "{pointer: /metadata/a~1b/~0k/1, equals: 7}": True,
+        "{pointer: /metadata/a~1b/~0k/2, exists: true}": False,
+        "{pointer: /metadata/a~1b/~0k/1, gt: 5, lte: 7}": True,
+        "{pointer: /metadata/a~1b/~0k/1, gt: 7}": False,
+        "{pointer: /metadata/missing, exists: false}": True,
+        "{pointer: /metadata/domain, exists: true}": True,
+        "{pointer: /metadata/flag, equals: true}": True,
+        "{pointer: /metadata/n, equals: true}": False,  # 1 is not true
+        "{pointer: /metadata/flag, equals: 1}": False,
+        "{pointer: /metadata/flag, gt: 0}": False,  # booleans are not numbers
+        "{pointer: /messages/0/role, equals: user}": True,
+        "{pointer: /messages/00/role, equals: user}": False,  # not an index
+        "{pointer: /metadata/domain/x, exists: true}": False,
+    }
+    for spec, want in cases.items():
+        assert (hit(one(f"{{body_field: {spec}}}"), req(body)) == "r") is want, spec
+
+
+def test_body_field_equals_null() -> None:
+    rs = one("{body_field: {pointer: /user, equals: null}}")
+    assert hit(rs, req({"user": None})) == "r"
+    assert hit(rs, req({})) is None
+
+
+def test_numeric_conditions() -> None:
+    assert hit(one("{messages: {gte: 3}}"), req(chat("a", "b", "c"))) == "r"
+    assert hit(one("{messages: {gte: 3}}"), req(chat("a", "b"))) is None
+    assert hit(one("{messages: {eq: 2}}"), req(chat("a", "b"))) == "r"
+    parts = {
+        "role": "user",
+        "content": [{"type": "text", "text": "héllo"}, {"type": "image_url", "image_url": {}}],
+    }
+    body = {"messages": [{"role": "system", "content": "abc"}, parts]}
+    assert hit(one("{prompt_chars: {eq: 8}}"), req(body)) == "r"  # code points
+    assert hit(one("{prompt_chars: {gt: 3}}"), req({"prompt": "abcd"}, path=COMPLETIONS)) == "r"
+    mt = one("{max_tokens: {gt: 1024}}")
+    assert hit(mt, req(chat("a", max_tokens=10, max_completion_tokens=2000))) == "r"
+    assert hit(mt, req(chat("a", max_tokens=2000))) == "r"
+    assert hit(mt, req(chat("a", max_tokens=1000))) is None
+    assert hit(mt, req(chat("a"))) is None  # missing never matches
+    assert hit(one("{max_tokens: {lt: 10}}"), req(chat("a"))) is None
+    assert hit(one("{messages: {lt: 100}}"), req({"messages": "x"})) is None
+
+
+def test_batch_size() -> None:
+    rs = one("{batch_size: {gte: 32}}", "{capabilities: accelerator=gpu}")
+    kserve = {"protocol": "kserve_v2", "path": INFER, "model": "resnet50"}
+    assert hit(rs, req(infer(64), **kserve)) == "r"
+    assert hit(rs, req(infer(8), **kserve)) is None
+    assert hit(rs, req(infer(True), **kserve)) is None
+    assert hit(rs, req({"inputs": []}, **kserve)) is None
+    assert hit(rs, req(infer(64))) is None  # only KServe bodies have a batch size
+
+
+def test_last_user_message() -> None:
+    rx = one(r"{last_user_message: {regex: '(?i)\bpatient\b'}}")
+    body = {
+        "messages": [
+            {"role": "user", "content": "my patient"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "about the Patient"}]},
+        ]
+    }
+    assert hit(rx, req(body)) == "r"
+    body["messages"][2] = {"role": "user", "content": "something else"}
+    assert hit(rx, req(body)) is None  # only the LAST user message counts
+    contains = one("{last_user_message: {contains: Patient}}")
+    assert hit(contains, req(chat("the Patient"))) == "r"
+    assert hit(contains, req(chat("the patient"))) is None  # case-sensitive
+    assert hit(contains, req({"messages": [{"role": "system", "content": "Patient"}]})) is None
+
+
+def test_any_and_not() -> None:
+    rs = one("{any: [{has: [tools]}, {messages: {gte: 3}, model: chat-small}]}")
+    assert hit(rs, req(chat("a", tools=[1]))) == "r"
+    assert hit(rs, req(chat("a", "b", "c"))) == "r"
+    assert hit(rs, req(chat("a", "b", "c"), model="x")) is None
+    assert hit(rs, req(chat("a"))) is None
+    m = rs.evaluate(req(chat("a", "b", "c")))
+    assert m is not None and m.why == "rule 'r': any: model is chat-small, messages 3 >= 3"
+    nt = one("{model: chat-large, not: {has: [tools]}}", "{model: chat-small}")
+    assert hit(nt, req(chat("a"), model="chat-large")) == "r"
+    assert hit(nt, req(chat("a", tools=[1]), model="chat-large")) is None
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def test_actions() -> None:
+    rs = rules("""
+    - name: all
+      when: {model: m}
+      route: {model: big, version: 3, capabilities: {domain: medical, max_context: 8192}}
+    - {name: caps, when: {model: n}, route: {capabilities: "tier!=free,max_context>=4096"}}
+    """)
+    m = rs.evaluate(req({}, model="m"))
+    assert m is not None
+    assert (m.action.model, m.action.version) == ("big", "3")
+    assert m.action.capabilities == (
+        Requirement("domain", "=", "medical"),
+        Requirement("max_context", "=", "8192"),
+    )
+    m2 = rs.evaluate(req({}, model="n"))
+    assert m2 is not None and [str(c) for c in m2.action.capabilities] == [
+        "tier!=free",
+        "max_context>=4096",
+    ]
+    assert rs.target_models() == {"big"}
+
+
+def test_apply() -> None:
+    rs = rules("""
+    - {name: up, when: {model: small}, route: {model: large}}
+    - {name: med, when: {model: mid}, route: {capabilities: domain=medical}}
+    """)
+    r = req({}, model="small", version="2")
+    m = rs.evaluate(r)
+    assert isinstance(m, RuleMatch)
+    out = m.apply(r)
+    assert (out.model, out.version, out.source) == ("large", None, "test, rule 'up'")
+    r2 = req({}, model="mid", version="2")
+    m2 = rs.evaluate(r2)
+    assert m2 is not None
+    out2 = m2.apply(r2)
+    assert (out2.model, out2.version, str(out2.capabilities[0])) == ("mid", "2", "domain=medical")
+
+
+# --------------------------------------------------------------------------- body or not
+
+
+def test_needs_body(brief: RuleSet) -> None:
+    assert brief.needs_body("openai")
+    assert brief.needs_body("kserve_v2")  # big-batches-to-gpu, medical-by-metadata
+    assert brief.needs_body("generic")  # medical-by-metadata reads any body
+    kserve_only = rules("""
+    - {name: a, when: {path: /v1/chat/completions, has: [tools]}, route: {model: x}}
+    - {name: b, when: {messages: {gt: 3}, prompt_chars: {gt: 1}}, route: {model: x}}
+    - {name: c, when: {tenant: acme}, route: {version: "1"}}
+    """)
+    assert kserve_only.needs_body("openai")
+    assert not kserve_only.needs_body("kserve_v2")
+    assert not kserve_only.needs_body("generic")
+    gpu = rules(
+        "- {name: g, when: {protocol: kserve_v2, batch_size: {gt: 1}}, route: {version: '1'}}"
+    )
+    assert not gpu.needs_body("openai") and gpu.needs_body("kserve_v2")
+    regex_path = rules("- {name: g, when: {path: {regex: x}, has: [a]}, route: {version: '1'}}")
+    assert regex_path.needs_body("generic")
+
+
+def test_needs_body_for_a_head_identified_request() -> None:
+    rs = rules("""
+    - {name: canary, when: {header: {x-canary: "1"}}, route: {version: "2"}}
+    - {name: gpu, when: {model: resnet50, batch_size: {gte: 32}}, route: {capabilities: accelerator=gpu}}
+    """)
+    kserve = {"protocol": "kserve_v2", "path": INFER}
+    assert rs.needs_body_for(req(None, model="resnet50", **kserve))
+    assert not rs.needs_body_for(req(None, model="fraud", **kserve))  # gpu cannot hold
+    canary = req(None, model="resnet50", headers={"x-canary": "1"}, **kserve)
+    assert not rs.needs_body_for(canary)  # an earlier head-only rule decides
+    assert not RuleSet.parse(None).needs_body_for(canary)
+
+
+def test_without_a_body_body_rules_do_not_apply() -> None:
+    rs = rules("""
+    - {name: small, when: {not: {batch_size: {gte: 32}}}, route: {capabilities: accelerator=cpu}}
+    - {name: any, when: {any: [{has: [x]}, {model: m}]}, route: {version: "1"}}
+    - {name: fallback, when: {protocol: kserve_v2}, route: {version: "2"}}
+    """)
+    kserve = {"protocol": "kserve_v2", "path": INFER}
+    assert hit(rs, req(None, model="m", **kserve)) == "any"  # not(unknown) is unknown
+    assert hit(rs, req(None, model="z", **kserve)) == "fallback"
+    assert hit(rs, req(infer(1), model="z", **kserve)) == "small"
+    # an openai-only condition is simply false for KServe, so not() of it holds
+    nt = one("{not: {messages: {gt: 1}}}")
+    assert hit(nt, req(None, model="z", **kserve)) == "r"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{rules: 1}", "rules: must be a list of rules"),
+        ("[1]", "rules[0]: must be a mapping with name, when and route"),
+        ("[{when: {model: a}, route: {model: b}}]", "rules[0].name: required"),
+        ("[{name: 'a b', when: {model: a}, route: {model: b}}]", "rules[0].name: required"),
+        ("[{name: a, route: {model: b}}]", "rules[0].when: required"),
+        ("[{name: a, when: {}, route: {model: b}}]", "rules[0].when: required"),
+        ("[{name: a, when: [], route: {model: b}}]", "rules[0].when: required"),
+        ("[{name: a, when: {model: a}}]", "rules[0].route: required"),
+        ("[{name: a, when: {model: a}, route: {}}]", "rules[0].route: required"),
+        (
+            "[{name: a, when: {model: a}, route: {capabilities: ''}}]",
+            "rules[0].route: needs at least one",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {model: b, weight: 2}}]",
+            "rules[0].route.weight: unknown action",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {model: ''}}]",
+            "rules[0].route.model: must be a non-empty string",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {version: true}}]",
+            "rules[0].route.version: must be",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {capabilities: 'x>=abc'}}]",
+            "rules[0].route.capabilities: item 'x>=abc': >= needs a number",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {capabilities: 'nope'}}]",
+            "rules[0].route.capabilities: item 'nope' is not key=value",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {capabilities: {k: [1]}}}]",
+            "rules[0].route.capabilities.k: must map",
+        ),
+        (
+            "[{name: a, when: {model: a}, route: {model: b}, extra: 1}]",
+            "rules[0].extra: unknown key",
+        ),
+        (
+            "[{name: a, when: {modle: a}, route: {model: b}}]",
+            "rules[0].when.modle: unknown condition",
+        ),
+        (
+            "[{name: a, when: {model: 3}, route: {model: b}}]",
+            "rules[0].when.model: must be a string",
+        ),
+        (
+            "[{name: a, when: {model: []}, route: {model: b}}]",
+            "rules[0].when.model: must be a string",
+        ),
+        (
+            "[{name: a, when: {path: {regex: '('}}, route: {model: b}}]",
+            "rules[0].when.path.regex: bad regular expression: missing ), unterminated subpattern",
+        ),
+        (
+            "[{name: a, when: {path: {regex: x, other: 1}}, route: {model: b}}]",
+            "rules[0].when.path: must be",
+        ),
+        (
+            "[{name: a, when: {protocol: grpc}, route: {model: b}}]",
+            "rules[0].when.protocol: must be openai",
+        ),
+        (
+            "[{name: a, when: {header: [x]}, route: {model: b}}]",
+            "rules[0].when.header: must be a mapping",
+        ),
+        (
+            "[{name: a, when: {header: {x-a: 1}}, route: {model: b}}]",
+            "rules[0].when.header.x-a: must be a string",
+        ),
+        ("[{name: a, when: {has: [1]}, route: {model: b}}]", "rules[0].when.has: must be a list"),
+        (
+            "[{name: a, when: {messages: 12}, route: {model: b}}]",
+            "rules[0].when.messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
+        ),
+        (
+            "[{name: a, when: {messages: {ge: 1}}, route: {model: b}}]",
+            "rules[0].when.messages: must be a mapping",
+        ),
+        (
+            "[{name: a, when: {prompt_chars: {gt: '1'}}, route: {model: b}}]",
+            "rules[0].when.prompt_chars: must be a mapping",
+        ),
+        (
+            "[{name: a, when: {max_tokens: {gt: true}}, route: {model: b}}]",
+            "rules[0].when.max_tokens: must be a mapping",
+        ),
+        (
+            "[{name: a, when: {batch_size: {gt: .nan}}, route: {model: b}}]",
+            "rules[0].when.batch_size: must be a mapping",
+        ),
+        (
+            "[{name: a, when: {last_user_message: 'x'}, route: {model: b}}]",
+            "rules[0].when.last_user_message: must be {regex",
+        ),
+        (
+            "[{name: a, when: {last_user_message: {contains: ''}}, route: {model: b}}]",
+            "rules[0].when.last_user_message.contains: must be",
+        ),
+        (
+            "[{name: a, when: {last_user_message: {regex: '[a'}}, route: {model: b}}]",
+            "rules[0].when.last_user_message.regex: bad regular expression",
+        ),
+        (
+            "[{name: a, when: {body_field: {equals: 1}}, route: {model: b}}]",
+            "rules[0].when.body_field.pointer: required",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: a, equals: 1}}, route: {model: b}}]",
+            "rules[0].when.body_field.pointer: required",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a~2, equals: 1}}, route: {model: b}}]",
+            "rules[0].when.body_field.pointer: '~' must be",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a}}, route: {model: b}}]",
+            "rules[0].when.body_field: needs exactly one",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a, equals: 1, regex: x}}, route: {model: b}}]",
+            "rules[0].when.body_field: needs exactly one",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a, equals: [1]}}, route: {model: b}}]",
+            "rules[0].when.body_field.equals: must be",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a, exists: 1}}, route: {model: b}}]",
+            "rules[0].when.body_field.exists: must be true or false",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a, is: 1}}, route: {model: b}}]",
+            "rules[0].when.body_field.is: unknown key",
+        ),
+        (
+            "[{name: a, when: {body_field: {pointer: /a, gt: x}}, route: {model: b}}]",
+            "rules[0].when.body_field: must be a mapping of gt",
+        ),
+        (
+            "[{name: a, when: {any: []}, route: {model: b}}]",
+            "rules[0].when.any: must be a non-empty list",
+        ),
+        (
+            "[{name: a, when: {any: [{model: a}, {}]}, route: {model: b}}]",
+            "rules[0].when.any[1]: required",
+        ),
+        (
+            "[{name: a, when: {any: [{messages: {gt: x}}]}, route: {model: b}}]",
+            "rules[0].when.any[0].messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
+        ),
+        ("[{name: a, when: {not: {has: 3}}, route: {model: b}}]", "rules[0].when.not.has: must be"),
+    ],
+)
+def test_validation_problem(text: str, problem: str) -> None:
+    with pytest.raises(RulesError) as info:
+        RuleSet.parse(yaml.safe_load(text))
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+    assert isinstance(info.value, ValueError)
+
+
+def test_every_problem_is_reported_with_where() -> None:
+    text = """
+    - {name: a, when: {model: a}, route: {model: b}}
+    - {name: a, when: {messages: 1}, route: {}}
+    - {name: c, when: {x: 1}, route: {model: b}}
+    """
+    with pytest.raises(RulesError) as info:
+        RuleSet.parse(yaml.safe_load(text), where="routes.yaml: rules")
+    assert info.value.problems == [
+        "routes.yaml: rules[1].name: duplicate rule name 'a'",
+        "routes.yaml: rules[1].when.messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
+        "routes.yaml: rules[1].route: required: a mapping with model, version and/or capabilities",
+        "routes.yaml: rules[2].when.x: unknown condition; use one of path, model, protocol, "
+        "header, tenant, has, body_field, messages, prompt_chars, max_tokens, batch_size, "
+        "last_user_message, any, not",
+    ]
+
+
+# --------------------------------------------------------------------------- never raises
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+KEYS = st.sampled_from(
+    [
+        "messages",
+        "tools",
+        "prompt",
+        "input",
+        "suffix",
+        "max_tokens",
+        "max_completion_tokens",
+        "metadata",
+        "inputs",
+        "model",
+        "role",
+        "content",
+        "type",
+        "text",
+        "shape",
+        "domain",
+        "0",
+    ]
+)
+ROLE = st.sampled_from(["user", "system", "assistant", 3, None])
+MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": ROLE,
+        "content": st.one_of(
+            JSON,
+            st.lists(
+                st.fixed_dictionaries({}, optional={"type": st.just("text") | JSON, "text": JSON})
+            ),
+        ),
+    },
+)
+BODY = st.dictionaries(
+    KEYS,
+    st.one_of(
+        JSON,
+        st.lists(MESSAGE, max_size=4),
+        st.dictionaries(KEYS, JSON, max_size=4),
+        st.lists(st.fixed_dictionaries({}, optional={"shape": JSON | st.lists(JSON)}), max_size=2),
+    ),
+    max_size=8,
+)
+EVERYTHING = """
+- {name: a, when: {any: [{has: [tools, metadata]}, {prompt_chars: {gt: 3}}, {messages: {gte: 2}}, {max_tokens: {lt: 5, gt: 1}}]}, route: {model: x}}
+- {name: b, when: {last_user_message: {regex: "(?i)pat"}}, route: {model: x}}
+- {name: c, when: {last_user_message: {contains: "a"}}, route: {model: x}}
+- {name: d, when: {body_field: {pointer: /metadata/domain, equals: medical}}, route: {model: x}}
+- {name: e, when: {body_field: {pointer: /messages/0/content/0/text, regex: "."}}, route: {model: x}}
+- {name: f, when: {body_field: {pointer: /inputs/0/shape/0, gte: 0}}, route: {model: x}}
+- {name: g, when: {body_field: {pointer: /metadata/0, exists: true}}, route: {model: x}}
+- {name: h, when: {batch_size: {gte: 1}}, route: {model: x}}
+- {name: i, when: {not: {body_field: {pointer: /model, equals: 3}}}, route: {model: x}}
+"""
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=BODY,
+    protocol=st.sampled_from(["openai", "kserve_v2", "generic"]),
+    path=st.sampled_from([CHAT, COMPLETIONS, "/v1/embeddings", INFER, "/x"]),
+)
+def test_evaluate_never_raises(body: dict[str, Any], protocol: ProtocolName, path: str) -> None:
+    rs = rules(EVERYTHING)
+    for r in rs._rules:  # every rule on its own, so each one is evaluated
+        single = RuleSet((r,))
+        for request in (
+            req(body, protocol=protocol, path=path),
+            req(None, protocol=protocol, path=path),
+        ):
+            m = single.evaluate(request)
+            assert m is None or (m.rule == r.name and m.why.startswith(f"rule {r.name!r}: "))
+            single.needs_body_for(request)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=JSON)
+def test_parse_raises_only_rules_error(raw: Any) -> None:
+    for candidate in (
+        raw,
+        [raw],
+        [{"name": "a", "when": raw, "route": {"model": "b"}}],
+        [{"name": "a", "when": {"model": "m"}, "route": raw}],
+    ):
+        try:
+            RuleSet.parse(candidate)
+        except RulesError as exc:
+            assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def _chat_4k() -> dict[str, Any]:
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a helpful assistant. " * 8}
+    ]
+    for i in range(4):
+        msgs.append({"role": "user", "content": f"question {i}: " + "lorem ipsum dolor sit " * 18})
+        msgs.append({"role": "assistant", "content": "answer " + "consectetur adipiscing " * 16})
+    msgs.append({"role": "user", "content": "And what about the weather tomorrow in Paris?"})
+    return {"model": "chat-small", "messages": msgs, "max_tokens": 256, "temperature": 0.2}
+
+
+def test_evaluate_cost(brief: RuleSet) -> None:
+    import orjson
+
+    body = _chat_4k()
+    size = len(orjson.dumps(body))
+    assert 3500 < size < 4700, size
+    two = RuleSet.parse(yaml.safe_load(BRIEF)[:2])
+    request = req(body)
+    assert two.evaluate(request) is None  # the worst case: both rules evaluated in full
+    n = 20000
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            two.evaluate(request)
+        best = min(best, (time.perf_counter() - t0) / n)
+    print(f"\nevaluate(): 2 rules, {size}-byte chat body, no match: {best * 1e6:.2f} us")
+    hit_req = req(chat("x" * 5000))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        two.evaluate(hit_req)
+    print(
+        f"evaluate(): first rule matches (builds why): {(time.perf_counter() - t0) / n * 1e6:.2f} us"
+    )
+
+
+# --------------------------------------------------------------------------- shipped examples
+
+
+def test_example_rules_parse() -> None:
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[2] / "examples").glob("rules-*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        doc = yaml.safe_load(f.read_text())
+        rs = RuleSet.parse(doc["rules"], tenant_header=doc.get("tenant_header", "x-tenant-id"))
+        assert rs.target_models() <= set(doc["models"]), f
+        assert not rs.needs_body("generic"), f
