@@ -16,6 +16,20 @@ from extproc.procs import free_ports
 from extproc.stack import Stack
 from tests.corpus import corpus_routes, specs
 
+# Valid bodies for the corpus specs (resnet50: FP32 [-1,3,-1,-1]; fraud-xgb: features FP32
+# [-1,8] + merchant_category INT64 [-1,1]).
+RESNET = {
+    "inputs": [
+        {"name": "input", "datatype": "FP32", "shape": [1, 3, 1, 1], "data": [0.1, 0.2, 0.3]}
+    ]
+}
+FRAUD = {
+    "inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8},
+        {"name": "merchant_category", "datatype": "INT64", "shape": [1, 1], "data": [5411]},
+    ]
+}
+
 # One deployment per corpus model version; chat-small v1 also has a second replica.
 SERVER_SPECS = [
     ModelServerSpec("chat-small-v1-a", "openai", "chat-small", "1"),

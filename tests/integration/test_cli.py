@@ -12,7 +12,7 @@ import pytest
 
 from extproc.devservers import ModelServer
 from extproc.procs import free_ports
-from tests.integration.conftest import routes_for
+from tests.integration.conftest import RESNET, routes_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
         assert f"grpc 127.0.0.1:{grpc_port}" in text
         assert f"metrics http://127.0.0.1:{mport}/metrics" in text
         async with httpx.AsyncClient(trust_env=False) as c:
-            r = await c.post(f"http://127.0.0.1:{listen}/v2/models/resnet50/infer", json={})
+            r = await c.post(f"http://127.0.0.1:{listen}/v2/models/resnet50/infer", json=RESNET)
             assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
         proc.send_signal(signal.SIGINT)
         rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()

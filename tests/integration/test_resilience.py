@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 from extproc.devservers import ModelServer
 from extproc.procs import grpc_health
 from extproc.stack import Stack
-from tests.integration.conftest import StackFactory, routes_for
+from tests.integration.conftest import RESNET, StackFactory, routes_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ async def test_fail_open_router_down_uses_fallback_routes(
     stack = await make_stack(routes_for(model_servers, header=fail_open), failure_mode="open")
     await _kill_router(stack)
     url = stack.url
-    r = await client.post(url + "/v2/models/resnet50/versions/2/infer", json={})
+    r = await client.post(url + "/v2/models/resnet50/versions/2/infer", json=RESNET)
     assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
     r = await client.post(url + "/v1/chat/completions", json=CHAT)
     assert r.status_code == 200 and r.headers["x-served-model"] == "chat-small"
@@ -71,7 +71,9 @@ async def test_fail_open_router_down_uses_fallback_routes(
     # A client-chosen endpoint is stripped before routing, so it cannot steer now either.
     evil = model_servers["chat-large-v1"].address
     r = await client.post(
-        url + "/v2/models/resnet50/infer", json={}, headers={"x-gateway-destination-endpoint": evil}
+        url + "/v2/models/resnet50/infer",
+        json=RESNET,
+        headers={"x-gateway-destination-endpoint": evil},
     )
     assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
     # No fallback for an unknown KServe model: JSON 503.
@@ -156,7 +158,7 @@ async def test_workers_are_supervised_and_share_load(
     cfg = stack.config
     assert list(stack.ports.ext_proc_ports) == [cfg.listener.port, cfg.listener.port + 1]
     for _ in range(40):
-        r = await client.post(stack.url + "/v2/models/resnet50/infer", json={})
+        r = await client.post(stack.url + "/v2/models/resnet50/infer", json=RESNET)
         assert r.status_code == 200
     per_worker = []
     for i in range(2):
@@ -194,7 +196,7 @@ async def test_workers_are_supervised_and_share_load(
     assert await grpc_health(addr1, "readiness") == health_pb2.HealthCheckResponse.SERVING
     ok = 0
     for _ in range(20):
-        r = await client.post(stack.url + "/v2/models/resnet50/infer", json={})
+        r = await client.post(stack.url + "/v2/models/resnet50/infer", json=RESNET)
         ok += r.status_code == 200
     assert ok == 20
 
@@ -238,7 +240,10 @@ async def test_graceful_shutdown_not_serving_then_drains(tmp_path: Path) -> None
     try:
         await wait_grpc_serving(addr, proc=router)
         head, body = processing_messages(
-            "POST", "/v1/chat/completions", [], b'{"model": "chat-small"}'
+            "POST",
+            "/v1/chat/completions",
+            [],
+            b'{"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}',
         )
         async with grpc.aio.insecure_channel(addr) as channel:
             call = ep_grpc.ExternalProcessorStub(channel).Process()

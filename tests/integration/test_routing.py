@@ -11,7 +11,7 @@ import pytest
 from extproc.devservers import ModelServer
 from extproc.stack import Stack
 from tests.corpus import load_cases
-from tests.integration.conftest import StackFactory, routes_for
+from tests.integration.conftest import FRAUD, RESNET, StackFactory, routes_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +96,15 @@ async def test_client_routing_headers_cannot_steer(
 ) -> None:
     evil = model_servers["chat-large-v1"].address
     for path, body in (
-        ("/v2/models/resnet50/versions/1/infer", {"inputs": []}),  # headers-only decision
-        ("/v1/chat/completions", {**CHAT, "model": "embed-mini"}),  # body decision
+        ("/v2/models/resnet50/versions/1/infer", RESNET),  # body read: resnet50 has a spec
+        ("/v1/embeddings", {"model": "embed-mini", "input": "x"}),  # body decision
+        ("/score", {}),  # generic x-model: headers-only decision, body never read
     ):
         r = await client.post(
             corpus_stack.url + path,
             json=body,
             headers={
+                "x-model": "fraud-xgb",  # used by the generic path only
                 "x-gateway-destination-endpoint": evil,
                 "x-model-router-model": "chat-large",
                 "x-model-router-deployment": "chat-large-v1",
@@ -160,15 +162,13 @@ async def test_no_healthy_deployment_and_dead_endpoint(
     )
     extra = '  - {name: ghost, model: "resnet50", version: "2", endpoints: ["127.0.0.1:1"], weight: 1000}\n'
     stack = await make_stack(routes + extra)
-    r = await client.post(stack.url + "/v2/models/fraud-xgb/infer", json={"inputs": []})
+    r = await client.post(stack.url + "/v2/models/fraud-xgb/infer", json=FRAUD)
     err = assert_error(r, 503, "no_healthy_deployment")
     assert "disabled" in str(err["message"])
     # A deployment whose endpoint refuses connections: Envoy's 503 becomes our JSON.
     statuses = set()
     for _ in range(4):
-        r = await client.post(
-            stack.url + "/v2/models/resnet50/versions/2/infer", json={"inputs": []}
-        )
+        r = await client.post(stack.url + "/v2/models/resnet50/versions/2/infer", json=RESNET)
         statuses.add(r.status_code)
         if r.status_code != 200:
             assert_error(r, 503, "upstream_unavailable")
@@ -178,7 +178,9 @@ async def test_no_healthy_deployment_and_dead_endpoint(
 async def test_long_prompts_route_up_to_the_default_limit(
     model_servers: dict[str, ModelServer], make_stack: StackFactory, client: httpx.AsyncClient
 ) -> None:
+    # No specs here: chat-small's spec caps prompts at 16,000 characters.
     routes = routes_for(model_servers).replace("limits: {max_body_bytes: 1048576}", "")
+    routes = "\n".join(ln for ln in routes.splitlines() if not ln.startswith("spec_files"))
     stack = await make_stack(routes)
     for size in (300 * 1024, 4 * 1024 * 1024 - 200):
         pad = "y" * (size - 100)
