@@ -80,6 +80,43 @@ SETUPS = (
     Setup("body", True, CHAT_PATH, "chat_4k", "direct", "OpenAI chat, 4 KiB body to router"),
     Setup("body_256k", True, CHAT_PATH, "chat_256k", "direct_256k", "OpenAI chat, 256 KiB body"),
 )
+VALIDATION_SETUPS = (
+    Setup("valid_1k", True, CHAT_PATH, "valid_1k", "direct",
+          "OpenAI chat 1 KiB: JSON Schema + limits + 2 content rules"),
+    Setup("valid_4k", True, CHAT_PATH, "valid_4k", "direct",
+          "OpenAI chat 4 KiB: JSON Schema + limits + 2 content rules"),
+    Setup("valid_64k", True, CHAT_PATH, "valid_64k", "direct",
+          "OpenAI chat 64 KiB: JSON Schema + limits + 2 content rules"),
+)  # fmt: skip
+ALL_SETUPS = SETUPS + VALIDATION_SETUPS
+VALID_MODEL = "bench-valid"
+VALID_SPEC = {
+    "openai": {
+        "json_schema": {
+            "type": "object",
+            "properties": {
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "n": {"type": "integer", "minimum": 1, "maximum": 4},
+                "stream": {"type": "boolean"},
+                "stop": {
+                    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+                },
+            },
+        },
+        "max_messages": 16,
+        "max_prompt_chars": 100000,
+        "max_tokens": 4096,
+        "forbidden_params": ["logit_bias"],
+    }
+}
+VALID_RULES = [  # both evaluated in full, neither matches: the worst case for rule cost
+    {"name": "tools-to-large", "when": {"model": VALID_MODEL, "any": [{"has": ["tools"]},
+     {"max_tokens": {"gt": 1024}}]}, "route": {"model": CHAT_MODEL}},
+    {"name": "medical", "when": {"model": VALID_MODEL, "last_user_message":
+     {"regex": "(?i)\\b(patient|diagnos\\w*|symptoms?)\\b"}},
+     "route": {"capabilities": "domain=medical"}},
+]  # fmt: skip
 BASELINES = (
     Setup("direct_small", False, KSERVE_PATH, "kserve_small", "direct_small", "direct, small"),
     Setup("direct_256k", False, CHAT_PATH, "chat_256k", "direct_256k", "direct, 256 KiB"),
@@ -200,14 +237,14 @@ def children_cpu() -> float:
 # Inputs: bodies, nginx, the routing file, the direct Envoy bootstrap
 
 
-def _chat_body(size: int) -> bytes:
+def _chat_body(size: int, model: str = CHAT_MODEL) -> bytes:
     """A chat completion request of exactly ``size`` bytes."""
     words = ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while")
     system = "You are a helpful assistant. Answer briefly."
 
     def build(filler: str) -> bytes:
         doc = {
-            "model": CHAT_MODEL,
+            "model": model,
             "messages": [
                 {"role": "system", "content": system},
                 {"role": "user", "content": filler},
@@ -233,6 +270,9 @@ def write_bodies(workdir: Path) -> dict[str, Path]:
         "kserve_small": json.dumps(kserve, separators=(",", ":")).encode(),
         "chat_4k": _chat_body(4 * 1024),
         "chat_256k": _chat_body(256 * 1024),
+        "valid_1k": _chat_body(1024, VALID_MODEL),
+        "valid_4k": _chat_body(4 * 1024, VALID_MODEL),
+        "valid_64k": _chat_body(64 * 1024, VALID_MODEL),
     }
     out = {}
     for name, data in bodies.items():
@@ -242,10 +282,19 @@ def write_bodies(workdir: Path) -> dict[str, Path]:
     return out
 
 
-def routes_yaml(grpc_port: int, workers: int, listen: int, admin: int, backends: list[int]) -> str:
+def routes_yaml(
+    grpc_port: int,
+    workers: int,
+    listen: int,
+    admin: int,
+    backends: list[int],
+    *,
+    validation: bool = False,
+) -> str:
     """The routing file: both models served by every nginx port (one deployment each)."""
     deployments = []
-    for model in (CHAT_MODEL, KSERVE_MODEL):
+    models = (CHAT_MODEL, KSERVE_MODEL, VALID_MODEL) if validation else (CHAT_MODEL, KSERVE_MODEL)
+    for model in models:
         for i, port in enumerate(backends):
             deployments.append(
                 {
@@ -255,7 +304,11 @@ def routes_yaml(grpc_port: int, workers: int, listen: int, admin: int, backends:
                     "endpoints": [f"127.0.0.1:{port}"],
                 }
             )
-    doc = {
+    model_docs: dict[str, Any] = {
+        CHAT_MODEL: {"protocol": "openai", "versions": ["1"]},
+        KSERVE_MODEL: {"protocol": "kserve_v2", "versions": ["1"]},
+    }
+    doc: dict[str, Any] = {
         "listener": {
             "host": "127.0.0.1",
             "port": grpc_port,
@@ -265,12 +318,12 @@ def routes_yaml(grpc_port: int, workers: int, listen: int, admin: int, backends:
         },
         "envoy": {"listen_port": listen, "admin_port": admin},
         "failure_mode": "closed",
-        "models": {
-            CHAT_MODEL: {"protocol": "openai", "versions": ["1"]},
-            KSERVE_MODEL: {"protocol": "kserve_v2", "versions": ["1"]},
-        },
+        "models": model_docs,
         "deployments": deployments,
     }
+    if validation:  # only then: the other setups measure the router without specs or rules
+        model_docs[VALID_MODEL] = {"protocol": "openai", "versions": ["1"], "spec": VALID_SPEC}
+        doc["rules"] = VALID_RULES
     return "# generated by loadtest/bench.py\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -636,7 +689,8 @@ async def run_setup(
     listen, admin = free_ports(2)
     grpc_ports = free_ports(opts.workers, consecutive=True)
     config_path = sdir / "routes.yaml"
-    text = routes_yaml(grpc_ports[0], opts.workers, listen, admin, backends)
+    validation = any(s.name in opts.setups for s in VALIDATION_SETUPS)
+    text = routes_yaml(grpc_ports[0], opts.workers, listen, admin, backends, validation=validation)
     config_path.write_text(text)
     config = parse_config(text, str(config_path))
     url = f"http://127.0.0.1:{listen}{setup.path}"
@@ -918,7 +972,13 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument(
         "--setups",
         default=",".join(s.name for s in SETUPS),
-        help="comma-separated subset of: " + ", ".join(s.name for s in SETUPS),
+        help="comma-separated subset of: " + ", ".join(s.name for s in ALL_SETUPS),
+    )
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="add the request-understanding setups: "
+        + ", ".join(s.name for s in VALIDATION_SETUPS),
     )
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     p.add_argument(
@@ -932,8 +992,10 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     a = p.parse_args(argv)
     duration = a.duration if a.duration is not None else (5.0 if a.quick else 20.0)
-    known = {s.name for s in SETUPS}
+    known = {s.name for s in ALL_SETUPS}
     chosen = [s.strip() for s in a.setups.split(",") if s.strip()]
+    if a.validation:
+        chosen += [s.name for s in VALIDATION_SETUPS if s.name not in chosen]
     bad = [s for s in chosen if s not in known]
     if bad:
         p.error(f"unknown setups {bad}; known: {sorted(known)}")
@@ -959,7 +1021,7 @@ def parse_args(argv: list[str] | None) -> Options:
 
 
 def _plan(opts: Options) -> Iterator[Setup]:
-    for s in SETUPS:
+    for s in ALL_SETUPS:
         if s.name in opts.setups:
             yield s
     if opts.baselines:
@@ -1028,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work dir kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    add_deltas(results, list(SETUPS))
+    add_deltas(results, list(ALL_SETUPS))
     print()
     print(table(results))
     print(
@@ -1055,7 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         doc: dict[str, Any] = {
             "setups": {
                 name: {mode: r.as_json() for mode, r in results[name].items()}
-                for name in (s.name for s in SETUPS)
+                for name in (s.name for s in ALL_SETUPS)
                 if name in results
             }
         }
