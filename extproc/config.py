@@ -387,8 +387,8 @@ def _load_specs(config: Config, source: str) -> dict[str, CompiledSpec]:
             problems.append(f"spec_files[{i}]: {path} must map model names to specs")
             continue
         for model, spec in data.items():
-            if model not in config.models:
-                continue  # a shared spec file may describe more models than this router serves
+            # Specs of models this file does not declare stay usable by reference
+            # (Consul ServiceMeta ``spec``).
             raw[model], where[model] = spec, f"{name}#"
     for model, m in config.models.items():
         if m.spec is not None:
@@ -403,8 +403,8 @@ def _load_specs(config: Config, source: str) -> dict[str, CompiledSpec]:
         except SpecError as exc:
             problems.extend(exc.problems)
             continue
-        declared = config.models[model].protocol.value
-        if specs[model].protocol != declared:
+        declared = config.models[model].protocol.value if model in config.models else None
+        if declared is not None and specs[model].protocol != declared:
             problems.append(f"{where[model]}/{model}/protocol: is not the model's {declared!r}")
     if problems:
         raise ConfigError(source, problems)

@@ -26,6 +26,7 @@ from extproc.protocols.body import declared_length
 from extproc.registry.base import Registry, Snapshot
 from extproc.rewrite import Rewrite, for_upstream
 from extproc.rules import RuleMatch
+from extproc.validation import CompiledSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,7 @@ class RequestFlow:
             understand_body(self._head, self._need, raw, limit, max_depth=depth)
         )
         self._known(request)
-        spec = self._state.config.specs.get(request.model)
+        spec = self._spec_for(request)
         if spec is not None:
             self.outcome.checks = spec.check(request.body, request.protocol, self._head.path_only)
         return responses.route_on_body(self._decide(request), self.outcome.rewrite)
@@ -236,5 +237,15 @@ class RequestFlow:
             request.protocol == "kserve_v2"
             and request.head.method == "POST"
             and request.head.path_only.endswith("/infer")
-            and request.model in self._state.config.specs
+            and self._spec_for(request) is not None
         )
+
+    def _spec_for(self, request: InferenceRequest) -> CompiledSpec | None:
+        """The model's spec: the one its registry entry names, else its own."""
+        specs = self._state.config.specs
+        registry = self._state.registry
+        if registry.ready:
+            entry = registry.snapshot.models.get(request.model)
+            if entry is not None and entry.spec is not None:
+                return specs.get(entry.spec)
+        return specs.get(request.model)

@@ -60,6 +60,9 @@ class ModelEntry:
     protocol: str
     versions: tuple[str, ...]
     deployments: tuple[Deployment, ...]
+    spec: str | None = None
+    """Name of the spec to validate with, when the registry names one (Consul meta ``spec``);
+    otherwise the model's own name."""
 
     def __repr__(self) -> str:
         n = sum(1 for d in self.deployments if d.routable)

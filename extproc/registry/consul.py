@@ -37,7 +37,9 @@ from extproc.registry.static import build_snapshot
 
 log = logging.getLogger("extproc.registry.consul")
 
-RESERVED_META = frozenset({"model", "version", "protocol", "deployment", "weight", "max_inflight"})
+RESERVED_META = frozenset(
+    {"model", "version", "protocol", "deployment", "weight", "max_inflight", "spec"}
+)
 
 
 def instance_state(checks: list[Mapping[str, Any]]) -> str:
@@ -270,7 +272,13 @@ class ConsulRegistry(Registry):
                 name = meta.get("deployment") or service
                 g = groups.setdefault(
                     (model, version, name),
-                    {"protocol": meta.get("protocol"), "tags": tags, "eps": [], "excluded": []},
+                    {
+                        "protocol": meta.get("protocol"),
+                        "spec": meta.get("spec"),
+                        "tags": tags,
+                        "eps": [],
+                        "excluded": [],
+                    },
                 )
                 try:
                     weight = int(meta.get("weight") or (svc.get("Weights") or {}).get("Passing", 1))
@@ -284,6 +292,7 @@ class ConsulRegistry(Registry):
         file_models = self._config.models
         by_model: dict[str, list[Deployment]] = {}
         protocols: dict[str, str] = {}
+        spec_refs: dict[str, str] = {}
         for (model, version, name), g in groups.items():
             by_model.setdefault(model, []).append(
                 Deployment(
@@ -298,6 +307,8 @@ class ConsulRegistry(Registry):
             )
             if g["protocol"]:
                 protocols.setdefault(model, g["protocol"])
+            if g["spec"]:
+                spec_refs.setdefault(model, g["spec"])
         for name in sorted(set(file_models) | set(by_model)):
             deps = tuple(by_model.get(name, ()))
             declared = file_models[name].versions if name in file_models else ()
@@ -307,7 +318,13 @@ class ConsulRegistry(Registry):
                 if name in file_models
                 else protocols.get(name, "generic")
             )
-            models[name] = ModelEntry(name, protocol, versions, deps)
+            ref = spec_refs.get(name)
+            if ref is not None and ref not in self._config.specs:
+                log.warning(
+                    "model %s: Consul meta names spec %r, which no spec file has", name, ref
+                )
+                ref = None
+            models[name] = ModelEntry(name, protocol, versions, deps, spec=ref)
         gen = self._snapshot.generation + 1 if self._snapshot else self._generation
         self._from_file = False
         self._set(Snapshot(models=models, source=f"consul {self._client!r}", generation=gen))

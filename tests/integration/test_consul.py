@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import Counter
@@ -319,7 +320,6 @@ async def test_explain_and_metrics_show_consul_endpoints_and_state(
     servers: dict[str, ModelServer],
     tmp_path: Path,
 ) -> None:
-    import json
     import sys
 
     servers["cs-v2"].set_healthy(False)
@@ -360,3 +360,44 @@ async def test_explain_and_metrics_show_consul_endpoints_and_state(
     assert states[("chat-small-v1", servers["cs-v1-b"].address)] == "maintenance"
     assert states[("chat-small-v2", servers["cs-v2"].address)] == "critical"
     assert result["decision"]["endpoint"] == servers["cs-v1-a"].address
+
+
+async def test_spec_referenced_from_service_metadata(
+    consul: ConsulAgent,
+    servers: dict[str, ModelServer],
+    make_stack: StackFactory,
+    client: httpx.AsyncClient,
+) -> None:
+    from tests.corpus import SAMPLES
+
+    s = servers["cs-v1-a"]
+    await consul.register(
+        "chatty-1", "chatty", s.port,
+        {"model": "chatty", "version": "1", "protocol": "openai", "spec": "chat-small"},
+        health_url=f"{s.url}/health",
+    )  # fmt: skip
+    text = routes(consul) + f"spec_files: [{json.dumps(str(SAMPLES / 'specs.json'))}]\n"
+    stack = await make_stack(text)
+    url = stack.url + "/v1/chat/completions"
+    msg = [{"role": "user", "content": "hi"}]
+    ok = await client.post(url, json={"model": "chatty", "messages": msg, "max_tokens": 10})
+    assert ok.status_code == 200 and ok.headers["x-served-by"] == "cs-v1-a"
+    bad = await client.post(url, json={"model": "chatty", "messages": msg, "max_tokens": 99999})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["field"] == "/max_tokens"
+
+
+async def test_demo_with_consul_registry() -> None:
+    import sys
+
+    if consul_binary() is None:
+        pytest.skip("no Consul binary: run scripts/install-consul or set CONSUL_BIN")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", "demo", "--registry", "consul",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "consul agent http://127.0.0.1:" in text
+    assert "8/8 requests landed where the router said." in text

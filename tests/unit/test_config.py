@@ -107,7 +107,7 @@ def test_inline_and_file_specs(tmp_path: Path) -> None:
         "  m2: {protocol: kserve_v2, versions: ['1']}\n"
     )
     cfg = load_config(routes)
-    assert set(cfg.specs) == {"m1", "m2"}
+    assert set(cfg.specs) == {"m1", "m2", "unrelated"}  # usable by reference (Consul meta)
     assert cfg.specs["m1"].protocol == "openai" and cfg.specs["m2"].protocol == "kserve_v2"
 
 
