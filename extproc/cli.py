@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -16,6 +17,8 @@ from extproc.config import Config, load_config
 from extproc.errors import ConfigError
 
 T = TypeVar("T")
+
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -58,6 +61,11 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True)
 def serve(config_path: Path, workers: int | None, worker_index: int | None, log_level: str) -> None:
     """Run the ext_proc gRPC server (N workers on ports port..port+N-1)."""
+    # Before grpc is imported (workers inherit it): do socket I/O in grpc.aio's poller
+    # thread instead of separate EventEngine threads, one thread hop fewer per message
+    # (measured: about a third less router CPU per request at 500 req/s). Set
+    # GRPC_EXPERIMENTS yourself to override; re-measure on grpcio upgrades.
+    os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
     config = _load_or_exit(config_path)
     n = workers or config.listener.workers
     if worker_index is None and n > 1:
@@ -71,6 +79,9 @@ def serve(config_path: Path, workers: int | None, worker_index: int | None, log_
     from extproc.server import Server
 
     index = worker_index or 0
+    if config.listener.pin_cpu and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})  # before grpc starts threads
     logs.setup(log_level, worker=index)
     server = Server(config, config_path=config_path, worker=index)
     run(server.serve())

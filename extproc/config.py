@@ -64,6 +64,9 @@ class ListenerConfig(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     grace_period_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     """On SIGTERM: how long open streams may take to finish."""
+    pin_cpu: bool = False
+    """Pin worker *i* to CPU *i* (mod CPUs): keeps grpc.aio's thread hand-offs on one core
+    (measured: ~20% less router CPU per request at moderate load on 2 cores)."""
     drain_delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
     """On SIGTERM: how long to report NOT_SERVING, still serving, before stopping, so
     health checkers (Envoy's ext_proc cluster checks every 2 s) move traffic first."""

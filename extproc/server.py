@@ -56,20 +56,23 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
         self._server = server
 
     async def Process(
-        self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: object
-    ) -> AsyncIterator[ep.ProcessingResponse]:
+        self,
+        request_iterator: AsyncIterator[ep.ProcessingRequest],
+        context: grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse],
+    ) -> None:
+        # read()/write() rather than an async generator: less machinery per message.
         server = self._server
         metrics = server.metrics
         flow = RequestFlow(server.state)
+        read, write, eof = context.read, context.write, grpc.aio.EOF
         metrics.inflight.inc()
         opened = _clock()
         first: float | None = None
         answered_headers: float | None = None
         transfer: float | None = None
         busy = 0.0
-        recorded = False
         try:
-            async for msg in request_iterator:
+            while (msg := await read()) is not eof:
                 t0 = _clock()
                 if first is None:
                     first = t0
@@ -87,19 +90,20 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     resp = flow.fail(InternalError("internal router error; see router logs"))
                 t1 = _clock()
                 busy += t1 - t0
-                # Record before yielding: Envoy may cancel the stream as soon as it
-                # has the final answer, and the generator then never resumes.
-                if flow.phase is Phase.DONE and not recorded:
-                    recorded = True
+                done = flow.phase is Phase.DONE
+                if done:  # record first: Envoy may cancel the stream once it has the answer
                     metrics.observe(
-                        flow.outcome,
-                        decision_s=busy,
-                        in_router_s=t1 - first,
+                        flow.outcome, decision_s=busy, in_router_s=t1 - first,
                         body_transfer_s=transfer,
-                    )
+                    )  # fmt: skip
                     server.log_outcome(flow)
                 if resp is not None:
-                    yield resp
+                    await write(resp)
+                    if done:
+                        # End the RPC now: Envoy takes the server's close as "processing
+                        # complete" (response phases are off in the shipped config), which
+                        # saves a read and its wake-ups per request.
+                        return
                     if answered_headers is None:
                         answered_headers = _clock()
         finally:

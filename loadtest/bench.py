@@ -10,6 +10,10 @@ One run measures, with k6 on loopback:
 
 each at a fixed arrival rate (``fixed``) and at saturation (``max``). See
 ``loadtest/README.md``. Usage: ``scripts/bench [--quick] [--json FILE] ...``.
+
+``--router minimal`` runs the routed setups with ``loadtest/minimal_extproc.py`` (grpc.aio
++ upb + uvloop, round robin only) in place of the router; ``--router both`` runs each
+routed setup with both, the probe's rows suffixed ``_min`` (e.g. ``headers_min``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -36,12 +40,22 @@ import yaml
 
 from extproc.config import parse_config
 from extproc.envoyconf import EnvoyPorts, render_bootstrap
-from extproc.procs import ManagedProcess, envoy_argv, free_ports, wait_http_ok
+from extproc.procs import (
+    ManagedProcess,
+    envoy_argv,
+    free_ports,
+    wait_grpc_serving,
+    wait_http_ok,
+)
 from extproc.stack import Stack
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 K6_SCRIPT = HERE / "k6" / "bench.js"
+MINIMAL_SCRIPT = HERE / "minimal_extproc.py"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+ROUTERS = ("model-router", "minimal", "both")
+MINIMAL_SUFFIX = "_min"
 NGINX_TEMPLATE = HERE / "nginx.conf.tmpl"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -70,6 +84,16 @@ class Setup:
     baseline: str
     """The direct setup with the same path and body (added latency against it, if run)."""
     note: str
+    minimal: bool = False
+    """Run with the minimal probe (``loadtest/minimal_extproc.py``) instead of the router."""
+
+    def as_minimal(self) -> Setup:
+        return replace(
+            self,
+            name=self.name + MINIMAL_SUFFIX,
+            note=self.note + " (minimal probe)",
+            minimal=True,
+        )
 
 
 SETUPS = (
@@ -455,6 +479,27 @@ class DirectEnvoy:
         await stop_managed(self.envoy, 5)
 
 
+class MinimalStack(Stack):
+    """:class:`Stack` with ``loadtest/minimal_extproc.py`` in place of ``extproc serve``.
+
+    Same routing file, same rendered Envoy bootstrap (pointing at the probe's port),
+    same readiness wait (gRPC health, the service name Envoy's health check uses).
+    """
+
+    def __init__(self, *args: Any, backends: list[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.endpoints = ",".join(f"127.0.0.1:{p}" for p in backends)
+
+    async def start_router(self) -> None:
+        (port,) = self.ports.ext_proc_ports  # one probe process: --workers 1 only
+        argv = [sys.executable, str(MINIMAL_SCRIPT), "--port", str(port)]
+        argv += ["--endpoints", self.endpoints]
+        self.router = ManagedProcess("router", argv, log=self.workdir / "router.log")
+        await self.router.start()
+        host = self.config.listener.host
+        await wait_grpc_serving(f"{host}:{port}", EXT_PROC_SERVICE, proc=self.router)
+
+
 @dataclass(slots=True)
 class Options:
     duration_s: float
@@ -470,6 +515,7 @@ class Options:
     profile_native: bool
     keep: bool
     json_path: Path | None
+    router: str = "model-router"
 
 
 @dataclass(slots=True)
@@ -700,14 +746,16 @@ async def run_setup(
     results: list[Result] = []
     try:
         if setup.routed:
-            stack = Stack(
-                config,
-                config_path,
-                workdir=sdir,
-                log_level="warning",
-                envoy_concurrency=opts.envoy_concurrency,
-                ports=EnvoyPorts.from_config(config),
-            )
+            kwargs: dict[str, Any] = {
+                "workdir": sdir,
+                "log_level": "warning",
+                "envoy_concurrency": opts.envoy_concurrency,
+                "ports": EnvoyPorts.from_config(config),
+            }
+            if setup.minimal:
+                stack = MinimalStack(config, config_path, backends=backends, **kwargs)
+            else:
+                stack = Stack(config, config_path, **kwargs)
             await stack.start()
             assert stack.router is not None and stack.envoy is not None
             REAPER.add(stack.router.pid)
@@ -736,7 +784,7 @@ async def run_setup(
             res = await measure(opts, setup, mode, url, body, sdir, router_pid, envoy_pid, nginx)
             results.append(res)
             print(
-                f"  {setup.name:<12} {mode:<5} {res.rps:8.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+                f"  {setup.name:<14} {mode:<5} {res.rps:8.0f} req/s  p50 {res.p50_ms:6.2f} ms"
                 f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors}"
                 f"  router {res.router_cpu_us_per_req:6.0f} us/req",
                 flush=True,
@@ -784,16 +832,16 @@ def _opt(value: float | None, fmt: str) -> str:
 
 def table(results: dict[str, dict[str, Result]]) -> str:
     head = (
-        f"{'setup':<13}{'mode':<6}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'+p50':>8}{'+p99':>8}"
+        f"{'setup':<15}{'mode':<6}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'+p50':>8}{'+p99':>8}"
         f"{'errors':>8}{'router':>9}{'envoy':>8}{'nginx':>8}{'k6':>7}{'busy%':>7}{'other%':>8}"
     )
-    units = f"{'':<13}{'':<6}{'':>8}{'':>9}{'':>9}{'ms':>8}{'ms':>8}{'':>8}"
+    units = f"{'':<15}{'':<6}{'':>8}{'':>9}{'':>9}{'ms':>8}{'ms':>8}{'':>8}"
     units += f"{'us/req':>9}{'us/req':>8}{'us/req':>8}{'us/req':>7}{'':>7}"
     lines = [head, units, "-" * len(head)]
     for name, modes in results.items():
         for mode, r in modes.items():
             lines.append(
-                f"{name:<13}{mode:<6}{r.rps:8.0f}{r.p50_ms:9.3f}{r.p99_ms:9.3f}"
+                f"{name:<15}{mode:<6}{r.rps:8.0f}{r.p50_ms:9.3f}{r.p99_ms:9.3f}"
                 f"{_opt(r.added_p50_ms, '8.3f'):>8}{_opt(r.added_p99_ms, '8.3f'):>8}"
                 f"{r.errors:8d}{r.router_cpu_us_per_req:9.0f}{r.envoy_cpu_us_per_req:8.0f}"
                 f"{r.nginx_cpu_us_per_req:8.0f}{r.k6_cpu_us_per_req:7.0f}{r.machine_busy_pct:7.0f}"
@@ -857,6 +905,27 @@ def targets(results: dict[str, dict[str, Result]]) -> list[str]:
             f"  {label:<38} {_opt(value, '9.3f')}  target {cmp} {limit:<7g} "
             f"{'ok' if ok else 'MISS'}"
         )
+    return out
+
+
+def versus_minimal(results: dict[str, dict[str, Result]]) -> list[str]:
+    """Router CPU/request, p50 and rps next to the minimal probe's, per setup and mode."""
+    out = []
+    for name, modes in results.items():
+        probe = results.get(name + MINIMAL_SUFFIX)
+        if name.endswith(MINIMAL_SUFFIX) or probe is None:
+            continue
+        for mode, r in modes.items():
+            m = probe.get(mode)
+            if m is None:
+                continue
+            base = m.router_cpu_us_per_req
+            ratio = r.router_cpu_us_per_req / base if base else 0.0
+            out.append(
+                f"  {name:<10} {mode:<5} router CPU {r.router_cpu_us_per_req:6.0f} vs "
+                f"{m.router_cpu_us_per_req:5.0f} us/req (x{ratio:.2f})   p50 {r.p50_ms:6.3f} vs "
+                f"{m.p50_ms:6.3f} ms   rps {r.rps:6.0f} vs {m.rps:6.0f}"
+            )
     return out
 
 
@@ -990,7 +1059,17 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    p.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default="model-router",
+        help="what answers ext_proc in headers/body/body_256k: the router, the minimal "
+        "probe (loadtest/minimal_extproc.py, rows suffixed _min), or both (default "
+        "model-router)",
+    )
     a = p.parse_args(argv)
+    if a.router != "model-router" and a.workers != 1:
+        p.error("--router minimal/both needs --workers 1 (the probe is one process)")
     duration = a.duration if a.duration is not None else (5.0 if a.quick else 20.0)
     known = {s.name for s in ALL_SETUPS}
     chosen = [s.strip() for s in a.setups.split(",") if s.strip()]
@@ -1017,13 +1096,22 @@ def parse_args(argv: list[str] | None) -> Options:
         profile_native=a.native,
         keep=a.keep,
         json_path=a.json,
+        router=a.router,
     )
 
 
 def _plan(opts: Options) -> Iterator[Setup]:
+    """The setups to run, in order; a probe run follows its router run (``both``)."""
     for s in ALL_SETUPS:
-        if s.name in opts.setups:
+        if s.name not in opts.setups:
+            continue
+        if not (s.routed and s in SETUPS) or opts.router == "model-router":
             yield s
+        elif opts.router == "minimal":
+            yield s.as_minimal()
+        else:
+            yield s
+            yield s.as_minimal()
     if opts.baselines:
         yield from BASELINES
 
@@ -1090,7 +1178,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work dir kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    add_deltas(results, list(ALL_SETUPS))
+    planned = [s for s in _plan(opts) if s not in BASELINES]
+    add_deltas(results, planned)
     print()
     print(table(results))
     print(
@@ -1104,10 +1193,14 @@ def main(argv: list[str] | None = None) -> int:
             th = r.extra.get("router_thread_cpu_us_per_req")
             if th:
                 parts = ", ".join(f"{k} {v:.0f}" for k, v in th.items())
-                print(f"  {name:<12} {mode:<5} {parts}")
+                print(f"  {name:<14} {mode:<5} {parts}")
     lines = targets(results)
     if lines:
         print("\ntargets:")
+        print("\n".join(lines))
+    lines = versus_minimal(results)
+    if lines:
+        print("\nrouter vs minimal probe (same machine, same run):")
         print("\n".join(lines))
     if opts.profile_dir is not None:
         print("\nprofiles (py-spy, max-throughput runs):")
@@ -1117,7 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
         doc: dict[str, Any] = {
             "setups": {
                 name: {mode: r.as_json() for mode, r in results[name].items()}
-                for name in (s.name for s in ALL_SETUPS)
+                for name in (s.name for s in planned)
                 if name in results
             }
         }
