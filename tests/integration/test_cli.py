@@ -70,3 +70,33 @@ async def test_demo_exits_zero_and_prints_the_table() -> None:
     assert "8/8 requests landed where the router said." in text
     assert "chat-small-v2 (" in text and "SSE chunks" in text
     assert "model_not_found" in text
+
+
+async def test_children_die_with_their_parent() -> None:
+    """If `up` (or any supervisor) is SIGKILLed, Envoy and the router must not linger."""
+    code = (
+        "import asyncio\n"
+        "from extproc.procs import ManagedProcess\n"
+        "async def m():\n"
+        "    mp = ManagedProcess('sleeper', ['sleep', '300'])\n"
+        "    await mp.start()\n"
+        "    print(mp.pid, flush=True)\n"
+        "    await asyncio.sleep(300)\n"
+        "asyncio.run(m())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child = int((await asyncio.wait_for(parent.stdout.readline(), 30)).decode())
+    parent.kill()
+    await parent.wait()
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return  # gone
+        if state == "Z":
+            return  # exited, waiting to be reaped by init
+        await asyncio.sleep(0.1)
+    pytest.fail(f"child {child} outlived its SIGKILLed parent")
