@@ -288,14 +288,22 @@ class Field(Cond):
 
 
 class Text(Cond):
-    """``last_user_message``: regex search or substring of the last user message's text."""
+    """``last_user_message``: regex search, substring, or any of some keywords (ignoring
+    case) in the last user message's text. ``keywords`` is the cheap way to spot words:
+    one ``str.lower()`` and substring tests, where a case-insensitive regex costs ~25 ns
+    per character (about 100 us on a 4 KiB prompt)."""
 
-    __slots__ = ("contains", "regex")
+    __slots__ = ("contains", "keywords", "regex")
     body = OPENAI
     cost = 4
 
-    def __init__(self, regex: re.Pattern[str] | None, contains: str | None) -> None:
-        self.regex, self.contains = regex, contains
+    def __init__(
+        self,
+        regex: re.Pattern[str] | None,
+        contains: str | None,
+        keywords: tuple[str, ...] = (),
+    ) -> None:
+        self.regex, self.contains, self.keywords = regex, contains, keywords
 
     def test(self, ctx: Ctx) -> bool:
         text = ctx.last_user()
@@ -303,11 +311,19 @@ class Text(Cond):
             return False
         if self.regex is not None:
             return self.regex.search(text) is not None
+        if self.keywords:
+            low = text.lower()
+            for word in self.keywords:  # noqa: SIM110 (plain loop is faster than any())
+                if word in low:
+                    return True
+            return False
         return self.contains is not None and self.contains in text
 
     def describe(self) -> str:
         if self.regex is not None:
             return f"last_user_message matches /{self.regex.pattern}/"
+        if self.keywords:
+            return f"last_user_message has one of {list(self.keywords)}"
         return f"last_user_message contains {self.contains!r}"
 
 

@@ -328,7 +328,17 @@ class _Parser:
                 return Text(None, text)
             self.bad(at + ".contains", "must be a non-empty string")
             return None
-        self.bad(at, "must be {regex: ...} or {contains: ...}")
+        if isinstance(raw, Mapping) and list(raw) == ["keywords"]:
+            words = raw["keywords"]
+            if (
+                isinstance(words, list)
+                and words
+                and all(isinstance(w, str) and w.strip() for w in words)
+            ):
+                return Text(None, None, tuple(w.lower() for w in words))
+            self.bad(at + ".keywords", "must be a non-empty list of non-empty strings")
+            return None
+        self.bad(at, "must be {regex: ...}, {contains: ...} or {keywords: [...]}")
         return None
 
     def c_any(self, raw: object, at: str) -> Cond | None:

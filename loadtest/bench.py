@@ -138,7 +138,7 @@ VALID_RULES = [  # both evaluated in full, neither matches: the worst case for r
     {"name": "tools-to-large", "when": {"model": VALID_MODEL, "any": [{"has": ["tools"]},
      {"max_tokens": {"gt": 1024}}]}, "route": {"model": CHAT_MODEL}},
     {"name": "medical", "when": {"model": VALID_MODEL, "last_user_message":
-     {"regex": "(?i)\\b(patient|diagnos\\w*|symptoms?)\\b"}},
+     {"keywords": ["patient", "diagnos", "symptom"]}},
      "route": {"capabilities": "domain=medical"}},
 ]  # fmt: skip
 BASELINES = (

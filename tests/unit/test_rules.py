@@ -707,3 +707,27 @@ def test_example_rules_parse() -> None:
         rs = RuleSet.parse(doc["rules"], tenant_header=doc.get("tenant_header", "x-tenant-id"))
         assert rs.target_models() <= set(doc["models"]), f
         assert not rs.needs_body("generic"), f
+
+
+def test_last_user_message_keywords_ignore_case() -> None:
+    from extproc.protocols.base import InferenceRequest, RequestHead
+
+    rules = RuleSet.parse(
+        [{"name": "med", "when": {"last_user_message": {"keywords": ["Patient", "diagnos"]}},
+          "route": {"capabilities": "domain=medical"}}]
+    )  # fmt: skip
+
+    def req(text: str) -> InferenceRequest:
+        body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+        head = RequestHead("POST", "/v1/chat/completions", {})
+        return InferenceRequest("openai", "m", None, head, body)
+
+    assert rules.evaluate(req("My PATIENT is fine")) is not None
+    assert rules.evaluate(req("a misdiagnosis")) is not None
+    assert rules.evaluate(req("nothing here")) is None
+    with pytest.raises(RulesError) as info:
+        RuleSet.parse([{"name": "x", "when": {"last_user_message": {"keywords": []}},
+                        "route": {"version": "1"}}])  # fmt: skip
+    assert info.value.problems == [
+        "rules[0].when.last_user_message.keywords: must be a non-empty list of non-empty strings"
+    ]
