@@ -603,19 +603,24 @@ async def run_k6(
             cwd=str(out.parent),
         )
         REAPER.add(proc.pid)
-        try:
-            await asyncio.wait_for(proc.wait(), (duration_s or opts.duration_s) + 45)
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            REAPER.discard(proc.pid)
+        await wait_or_kill(proc, (duration_s or opts.duration_s) + 45)
     if proc.returncode != 0 or not summary.exists():
         tail = out.with_suffix(".k6.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"k6 failed (exit {proc.returncode}):\n{tail}")
     data: dict[str, Any] = json.loads(summary.read_text())
     return data
+
+
+async def wait_or_kill(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Wait for ``proc``; past ``timeout_s`` (or on error) kill its process group. Reaped."""
+    try:
+        await asyncio.wait_for(proc.wait(), timeout_s)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        REAPER.discard(proc.pid)
 
 
 def _metric(summary: dict[str, Any], name: str, key: str, default: float = 0.0) -> float:
@@ -641,13 +646,8 @@ async def py_spy(opts: Options, pid: int, name: str, duration_s: float) -> async
 
     async def wait() -> None:
         try:
-            await asyncio.wait_for(proc.wait(), duration_s + 60)
+            await wait_or_kill(proc, duration_s + 60)
         finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            REAPER.discard(proc.pid)
             log.close()
 
     return asyncio.create_task(wait(), name=f"py-spy-{name}")

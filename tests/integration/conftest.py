@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -43,15 +44,22 @@ SERVER_SPECS = [
 ]
 
 
-@pytest.fixture(scope="session")
-async def model_servers() -> AsyncIterator[dict[str, ModelServer]]:
-    specs()  # skip/fail early without the corpus
-    servers = await run_servers(SERVER_SPECS)
+@contextlib.asynccontextmanager
+async def running(server_specs: list[ModelServerSpec]) -> AsyncIterator[dict[str, ModelServer]]:
+    """Real model servers by name, always stopped afterwards."""
+    servers = await run_servers(server_specs)
     try:
         yield {s.spec.name: s for s in servers}
     finally:
         for s in servers:
             await s.stop()
+
+
+@pytest.fixture(scope="session")
+async def model_servers() -> AsyncIterator[dict[str, ModelServer]]:
+    specs()  # skip/fail early without the corpus
+    async with running(SERVER_SPECS) as servers:
+        yield servers
 
 
 def routes_for(servers: dict[str, ModelServer], *, header: str = "", extra: str = "") -> str:

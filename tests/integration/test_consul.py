@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from extproc.devconsul import ConsulAgent, consul_binary
-from extproc.devservers import ModelServer, ModelServerSpec, run_servers
+from extproc.devservers import ModelServer, ModelServerSpec
 from extproc.stack import Stack
-from tests.integration.conftest import StackFactory
+from tests.integration.conftest import StackFactory, running
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,8 @@ SPECS = [
 
 @pytest.fixture
 async def servers() -> AsyncIterator[dict[str, ModelServer]]:
-    started = await run_servers(SPECS)
-    try:
-        yield {s.spec.name: s for s in started}
-    finally:
-        for s in started:
-            await s.stop()
+    async with running(SPECS) as started:
+        yield started
 
 
 async def register_all(consul: ConsulAgent, servers: dict[str, ModelServer]) -> None:

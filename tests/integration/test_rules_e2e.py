@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer, ModelServerSpec, run_servers
-from tests.integration.conftest import StackFactory
+from extproc.devservers import ModelServer, ModelServerSpec
+from tests.integration.conftest import StackFactory, running
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,8 @@ SPECS = [
 
 @pytest.fixture
 async def servers() -> AsyncIterator[dict[str, ModelServer]]:
-    started = await run_servers(SPECS)
-    try:
-        yield {s.spec.name: s for s in started}
-    finally:
-        for s in started:
-            await s.stop()
+    async with running(SPECS) as started:
+        yield started
 
 
 def routes(s: dict[str, ModelServer]) -> str:
