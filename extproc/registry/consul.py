@@ -111,10 +111,13 @@ class ConsulRegistry(Registry):
 
     @property
     def staleness_s(self) -> float:
-        """Age of the oldest watched data: seconds since the staler watch last answered."""
-        if not self._last_success:
+        """How old the snapshot may be: 0 while every watch is in sync (a parked blocking
+        query is fresh), else seconds since the oldest failing watch last answered."""
+        if not self._failing:
             return 0.0
-        return time.monotonic() - min(self._last_success.values())
+        now = time.monotonic()
+        since = [self._last_success.get(w, self._down_since or now) for w in self._failing]
+        return now - min(since)
 
     def describe(self) -> dict[str, object]:
         return {

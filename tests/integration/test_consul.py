@@ -224,18 +224,18 @@ async def test_consul_outage_keeps_last_snapshot_and_recovers(
             r = await chat(client, consul_stack)
             results[str(r.status_code)] += 1
 
+    def staleness(text: str) -> float:
+        line = next(ln for ln in text.splitlines() if ln.startswith("model_router_registry_stale"))
+        return float(line.split()[-1])
+
     workers = [asyncio.create_task(load()) for _ in range(4)]
     try:
         await asyncio.sleep(0.5)
+        # In sync: parked blocking queries are fresh, whatever their wait.
+        assert staleness((await client.get(metrics_url)).text) == 0.0
         await consul.stop()
         await asyncio.sleep(3.0)  # routing on the last snapshot
-        text = (await client.get(metrics_url)).text
-        staleness = float(
-            next(
-                ln for ln in text.splitlines() if ln.startswith("model_router_registry_staleness")
-            ).split()[-1]
-        )
-        assert staleness >= 2.0
+        assert staleness((await client.get(metrics_url)).text) >= 2.0
         await consul.start()  # same data dir: the catalog survives, as in production
         # A new instance registered after the restart must start receiving traffic.
         await consul.register(
@@ -264,6 +264,7 @@ async def test_consul_outage_keeps_last_snapshot_and_recovers(
             break
         await asyncio.sleep(0.2)
     log = router_log.read_text()
+    assert staleness((await client.get(metrics_url)).text) == 0.0  # recovered
     outage_logs = [ln for ln in log.splitlines() if "Consul unreachable" in ln]
     assert len(outage_logs) == 1, outage_logs  # once per outage, not per retry
     assert "Consul reachable again" in log
