@@ -27,7 +27,7 @@ from extproc.errors import ConfigError, InternalError
 from extproc.flow import Phase, RequestFlow, RouterState
 from extproc.metrics import Metrics, serve_metrics
 from extproc.policies.scheduler import Scheduler
-from extproc.registry import Registry, Snapshot, make_registry
+from extproc.registry import Snapshot, make_registry
 from extproc.registry.consul import ConsulRegistry
 
 log = logging.getLogger("extproc.server")
@@ -167,24 +167,23 @@ class Server:
         watches keep running); it only learns the new routing rules.
         """
         source = str(self.config_path or "<config>")
-        old = previous.registry if previous else None
-        registry: Registry
         if (
-            isinstance(old, ConsulRegistry)
-            and previous is not None
+            previous is not None
+            and isinstance(previous.registry, ConsulRegistry)
             and config.registry.type == "consul"
             and previous.config.registry == config.registry
         ):
-            return RouterState(config=config, registry=old, scheduler=Scheduler(config)), False
+            kept = previous.registry
+            return RouterState(config=config, registry=kept, scheduler=Scheduler(config)), False
         registry = make_registry(config, source, generation=generation)
         registry.add_listener(self._on_snapshot)
         return RouterState(config=config, registry=registry, scheduler=Scheduler(config)), True
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         """Called by the live registry on every change: metrics, then readiness."""
-        state = self._state
-        if state is not None and state.registry.snapshot is not snapshot:
-            return  # a registry being replaced
+        current = self._state.registry if self._state is not None else None
+        if current is not None and not (current.ready and current.snapshot is snapshot):
+            return  # from a registry not (yet) in use: a reload publishes after its swap
         self._publish(snapshot)
         if self._health is not None and not self._serving:
             self._spawn(self._set_health(True), f"health-serving-{self.worker}")
@@ -202,8 +201,7 @@ class Server:
             )
 
     def _staleness(self) -> float:
-        registry = self._state.registry if self._state else None
-        return registry.staleness_s if isinstance(registry, ConsulRegistry) else 0.0
+        return self._state.registry.staleness_s if self._state else 0.0
 
     def _publish(self, snapshot: Snapshot) -> None:
         g = self.metrics.endpoints

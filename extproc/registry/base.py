@@ -129,6 +129,11 @@ class Registry(abc.ABC):
         """Adopt new routing rules without restarting (backends that keep watches)."""
         raise NotImplementedError
 
+    @property
+    def staleness_s(self) -> float:
+        """How old the snapshot may be; 0 for backends that are always in sync."""
+        return 0.0
+
     def describe(self) -> dict[str, object]:
         """Backend state for ``explain`` and logs."""
         return {"type": type(self).__name__}
