@@ -174,10 +174,7 @@ class RequestFlow:
         self._subset = subset_hint(msg)
         understood = understand_head(head)
         if isinstance(understood, InferenceRequest):
-            rules = self._state.config.ruleset
-            if not self._body_checked(understood) and not (
-                rules and understood.protocol == "kserve_v2" and rules.needs_body_for(understood)
-            ):
+            if not self._reads_body(understood):
                 final = self._apply_rules(understood)
                 decision = self._decide(final)
                 return responses.route_on_headers(decision, self.outcome.rewrite)
@@ -230,15 +227,18 @@ class RequestFlow:
         self.outcome.rewrite = for_upstream(request, final)
         return final
 
-    def _body_checked(self, request: InferenceRequest) -> bool:
-        """A KServe infer call to a model with a spec: its body must be read and checked.
-        Everything else decided on headers keeps the fast path (body never sent)."""
-        return (
-            request.protocol == "kserve_v2"
-            and request.head.method == "POST"
-            and request.head.path_only.endswith("/infer")
-            and self._spec_for(request) is not None
-        )
+    def _reads_body(self, request: InferenceRequest) -> bool:
+        """A KServe infer call whose model has a spec, or that a content rule may route
+        on its body: read it. Everything else identified on headers keeps the fast path
+        (the body is never sent to the router)."""
+        if request.protocol != "kserve_v2":
+            return False
+        head = request.head
+        infer = head.method == "POST" and head.path_only.endswith("/infer")
+        if infer and self._spec_for(request) is not None:
+            return True
+        rules = self._state.config.ruleset
+        return bool(rules) and rules.needs_body_for(request)
 
     def _spec_for(self, request: InferenceRequest) -> CompiledSpec | None:
         """The model's spec: the one its registry entry names, else its own."""

@@ -36,6 +36,16 @@ def _matches(dep: Deployment, version: str | None, caps: Requirements) -> bool:
     return capabilities.satisfied(caps, dep.tags)
 
 
+def _pool(model: ModelEntry, version: str | None, caps: Requirements) -> tuple[Endpoint, ...]:
+    """Endpoints of the model's routable deployments that match version and capabilities."""
+    return tuple(
+        e
+        for d in model.deployments
+        if d.routable and _matches(d, version, caps)
+        for e in d.endpoints
+    )
+
+
 def _why_empty(model: ModelEntry, version: str | None, caps: Requirements) -> str:
     deps = model.deployments
     want = f"model {model.name!r}" + (f" version {version!r}" if version else "")
@@ -85,26 +95,15 @@ class Scheduler:
     def _candidates(
         self, snapshot: Snapshot, model: ModelEntry, version: str | None, caps: Requirements
     ) -> tuple[Endpoint, ...]:
-        if caps:
-            return tuple(
-                e
-                for d in model.deployments
-                if d.routable and _matches(d, version, caps)
-                for e in d.endpoints
-            )
+        if caps:  # client-chosen requirements: not cached (unbounded key space)
+            return _pool(model, version, caps)
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
             self._cache = {}
         key = (model.name, version)
         cands = self._cache.get(key)
         if cands is None:
-            cands = tuple(
-                e
-                for d in model.deployments
-                if d.routable and _matches(d, version, ())
-                for e in d.endpoints
-            )
-            self._cache[key] = cands
+            cands = self._cache[key] = _pool(model, version, ())
         return cands
 
     def lookup(self, request: InferenceRequest, snapshot: Snapshot) -> ModelEntry:
