@@ -11,9 +11,10 @@ drives the very same class with synthesized messages.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from extproc import responses
@@ -25,7 +26,7 @@ from extproc.protocols.base import InferenceRequest
 from extproc.protocols.body import declared_length
 from extproc.registry.base import Registry, Snapshot
 from extproc.rewrite import Rewrite, for_upstream
-from extproc.rules import RuleMatch
+from extproc.rules import RuleMatch, RuleSet
 from extproc.validation import CompiledSpec
 
 
@@ -40,10 +41,23 @@ class RouterState:
     config: Config
     registry: Registry
     scheduler: Scheduler
+    # Read on every request: copied out of the (pydantic) config once.
+    max_body_bytes: int = field(init=False, repr=False)
+    max_json_depth: int = field(init=False, repr=False)
+    ruleset: RuleSet = field(init=False, repr=False)
+    specs: Mapping[str, CompiledSpec] = field(init=False, repr=False)
+    answers: responses.Answers = field(init=False, repr=False)
 
-    @property
-    def max_body_bytes(self) -> int:
-        return self.config.limits.max_body_bytes
+    def __post_init__(self) -> None:
+        limits = self.config.limits
+        for name, value in (
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_json_depth", limits.max_json_depth),
+            ("ruleset", self.config.ruleset),
+            ("specs", self.config.specs),
+            ("answers", responses.Answers()),
+        ):
+            object.__setattr__(self, name, value)
 
 
 class Phase(enum.Enum):
@@ -83,17 +97,33 @@ class Outcome:
 
 def parse_head(msg: ep.HttpHeaders) -> RequestHead:
     """Headers as Envoy sends them (values in ``raw_value``), pseudo-headers split out."""
-    headers: dict[str, str] = {}
-    for h in msg.headers.headers:
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        key = h.key.lower()
-        if key in headers:
-            headers[key] = f"{headers[key]},{value}"
-        else:
-            headers[key] = value
+    entries = msg.headers.headers
+    try:  # the common case, in one comprehension: lower-case names, UTF-8 raw values
+        headers = {h.key: h.raw_value.decode() for h in entries}
+    except UnicodeDecodeError:
+        headers = _merge_headers(entries)
+    else:
+        if len(headers) != len(entries) or "" in headers.values() or not _lower(headers):
+            headers = _merge_headers(entries)  # repeats, ``value`` fields or upper case
     return RequestHead(
         method=headers.get(":method", ""), path=headers.get(":path", "/"), headers=headers
     )
+
+
+def _lower(headers: dict[str, str]) -> bool:
+    return "".join(headers).islower()
+
+
+def _merge_headers(entries: Iterable[core.HeaderValue]) -> dict[str, str]:
+    """Names lower-cased, repeated headers joined with commas (RFC 9110 5.3),
+    ``raw_value`` preferred over ``value``, invalid UTF-8 replaced."""
+    headers: dict[str, str] = {}
+    for h in entries:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        key = h.key.lower()
+        seen = headers.get(key)
+        headers[key] = value if seen is None else f"{seen},{value}"
+    return headers
 
 
 def subset_hint(msg: ep.ProcessingRequest) -> Sequence[str] | None:
@@ -177,7 +207,7 @@ class RequestFlow:
             if not self._reads_body(understood):
                 final = self._apply_rules(understood)
                 decision = self._decide(final)
-                return responses.route_on_headers(decision, self.outcome.rewrite)
+                return self._state.answers.on_headers(decision, self.outcome.rewrite)
             self._known(understood)  # KServe: 404 from the path before reading the body
             understood = NeedsBody("kserve_v2", understood.capabilities, request=understood)
         limit = self._state.max_body_bytes
@@ -206,7 +236,7 @@ class RequestFlow:
         self.outcome.body_bytes = self._body_len
         self.outcome.used_body = True
         assert self._head is not None and self._need is not None
-        depth = self._state.config.limits.max_json_depth
+        depth = self._state.max_json_depth
         request = self._apply_rules(
             understand_body(self._head, self._need, raw, limit, max_depth=depth)
         )
@@ -214,11 +244,11 @@ class RequestFlow:
         spec = self._spec_for(request)
         if spec is not None:
             self.outcome.checks = spec.check(request.body, request.protocol, self._head.path_only)
-        return responses.route_on_body(self._decide(request), self.outcome.rewrite)
+        return self._state.answers.on_body(self._decide(request), self.outcome.rewrite)
 
     def _apply_rules(self, request: InferenceRequest) -> InferenceRequest:
         """The first matching content rule may change model, version and capabilities."""
-        rules = self._state.config.ruleset
+        rules = self._state.ruleset
         match = rules.evaluate(request) if rules else None
         if match is None:
             return request
@@ -237,12 +267,14 @@ class RequestFlow:
         infer = head.method == "POST" and head.path_only.endswith("/infer")
         if infer and self._spec_for(request) is not None:
             return True
-        rules = self._state.config.ruleset
+        rules = self._state.ruleset
         return bool(rules) and rules.needs_body_for(request)
 
     def _spec_for(self, request: InferenceRequest) -> CompiledSpec | None:
         """The model's spec: the one its registry entry names, else its own."""
-        specs = self._state.config.specs
+        specs = self._state.specs
+        if not specs:
+            return None
         registry = self._state.registry
         if registry.ready:
             entry = registry.snapshot.models.get(request.model)

@@ -6,6 +6,8 @@ and routing decisions to header mutations and endpoint-picker metadata.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -112,6 +114,59 @@ def route_on_body(decision: Decision, rewrite: Rewrite | None = None) -> ep.Proc
     resp = ep.ProcessingResponse()
     _fill(resp.request_body.response, resp.dynamic_metadata, decision, rewrite)
     return resp
+
+
+class Answers:
+    """Routing answers, built once per distinct decision and then reused.
+
+    A decision's answer depends only on its endpoints, model, version and
+    deployment, and a pool has few distinct orderings, so the same few messages
+    recur; building one costs about 5 us of upb calls per request. The cached
+    messages are shared: nothing may mutate a response after the flow returns it
+    (the pump only serializes it). Answers with a rewrite are built every time.
+    One instance lives in each :class:`~extproc.flow.RouterState`, so a reload
+    starts empty; ``limit`` bounds the memory when pools churn (Consul).
+    """
+
+    __slots__ = ("_body", "_headers", "limit")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._headers: dict[tuple[str, ...], ep.ProcessingResponse] = {}
+        self._body: dict[tuple[str, ...], ep.ProcessingResponse] = {}
+
+    def __repr__(self) -> str:
+        return f"Answers(headers={len(self._headers)}, body={len(self._body)}, limit={self.limit})"
+
+    @staticmethod
+    def _key(decision: Decision) -> tuple[str, ...]:
+        return (decision.model, decision.version, decision.deployment, *decision.endpoints)
+
+    def on_headers(
+        self, decision: Decision, rewrite: Rewrite | None = None
+    ) -> ep.ProcessingResponse:
+        if rewrite is not None:
+            return route_on_headers(decision, rewrite)
+        return self._get(self._headers, decision, route_on_headers)
+
+    def on_body(self, decision: Decision, rewrite: Rewrite | None = None) -> ep.ProcessingResponse:
+        if rewrite is not None:
+            return route_on_body(decision, rewrite)
+        return self._get(self._body, decision, route_on_body)
+
+    def _get(
+        self,
+        cache: dict[tuple[str, ...], ep.ProcessingResponse],
+        decision: Decision,
+        build: Callable[[Decision], ep.ProcessingResponse],
+    ) -> ep.ProcessingResponse:
+        key = self._key(decision)
+        resp = cache.get(key)
+        if resp is None:
+            if len(cache) >= self.limit:
+                cache.clear()
+            resp = cache[key] = build(decision)
+        return resp
 
 
 def continue_headers() -> ep.ProcessingResponse:

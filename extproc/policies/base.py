@@ -8,7 +8,7 @@ load-aware picking slot in between filters and the picker later.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
 from extproc.registry.base import Endpoint
@@ -20,8 +20,9 @@ class Picker(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def pick(self, key: str, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
-        """``key`` identifies the candidate pool (model/version/tags) for stateful pickers."""
+    def pick(self, key: Hashable, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
+        """``key`` identifies the candidate pool (model, version, requirements) for
+        stateful pickers."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from extproc.policies.base import Picker
 from extproc.registry.base import Endpoint
@@ -10,16 +10,20 @@ from extproc.registry.base import Endpoint
 
 class RoundRobin(Picker):
     name = "round_robin"
+    max_pools = 4096
 
     def __init__(self) -> None:
-        self._next: dict[str, int] = {}
+        self._next: dict[Hashable, int] = {}
 
-    def pick(self, key: str, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
+    def pick(self, key: Hashable, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
         size = len(candidates)
         if size == 0:
             return []
-        start = self._next.get(key, 0) % size
-        self._next[key] = start + 1
+        nxt = self._next
+        start = nxt.get(key, 0) % size
+        if len(nxt) >= self.max_pools and key not in nxt:
+            nxt.clear()  # client-chosen requirements make pools unbounded: forget, restart
+        nxt[key] = start + 1
         count = min(n, size)
         return [candidates[(start + i) % size] for i in range(count)]
 

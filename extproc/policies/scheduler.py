@@ -27,7 +27,20 @@ class Decision:
     """Primary first, then ordered fallbacks (``ip:port``)."""
     picker: str
     candidates: int
-    reason: str
+    requested_version: str | None = None
+    capabilities: Requirements = ()
+    within_subset: bool = False
+
+    @property
+    def reason(self) -> str:
+        """Why this endpoint, in words (built on demand: only logs and ``explain`` read it)."""
+        caps = self.capabilities
+        return (
+            f"{self.picker} over {self.candidates} endpoint(s) of model {self.model!r}"
+            f" version {self.requested_version or 'any'}"
+            + (f" with {capabilities.describe(caps)}" if caps else "")
+            + (" within the proxy's subset" if self.within_subset else "")
+        )
 
 
 def _matches(dep: Deployment, version: str | None, caps: Requirements) -> bool:
@@ -142,21 +155,19 @@ class Scheduler:
                     f"can serve model {model.name!r}"
                 )
         picker, fallbacks = self._per_model.get(model.name, (self._default, self._max_fallbacks))
-        key = f"{model.name}\x00{version or ''}\x00{capabilities.describe(caps)}"
-        picked = picker.pick(key, cands, 1 + fallbacks)
+        picked = picker.pick((model.name, version, caps), cands, 1 + fallbacks)
         primary = picked[0]
-        dep = next(d for d in model.deployments if d.name == primary.deployment)
+        for dep in model.deployments:
+            if dep.name == primary.deployment:
+                break
         return Decision(
-            model=model.name,
-            version=dep.version,
-            deployment=dep.name,
-            endpoints=tuple(e.address for e in picked),
-            picker=picker.name,
-            candidates=len(cands),
-            reason=(
-                f"{picker.name} over {len(cands)} endpoint(s) of model {model.name!r}"
-                f" version {version or 'any'}"
-                + (f" with {capabilities.describe(caps)}" if caps else "")
-                + (" within the proxy's subset" if subset is not None else "")
-            ),
+            model.name,
+            dep.version,
+            dep.name,
+            tuple([e.address for e in picked]),
+            picker.name,
+            len(cands),
+            version,
+            caps,
+            subset is not None,
         )

@@ -6,7 +6,7 @@ Fallbacks are drawn the same way without replacement, so they are distinct.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from extproc.policies.base import Picker
 from extproc.registry.base import Endpoint
@@ -18,7 +18,7 @@ class WeightedRandom(Picker):
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
-    def pick(self, key: str, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
+    def pick(self, key: Hashable, candidates: Sequence[Endpoint], n: int) -> list[Endpoint]:
         pool = [c for c in candidates if c.weight > 0]
         out: list[Endpoint] = []
         rand = self._rng.random

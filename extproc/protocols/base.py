@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from extproc.capabilities import Requirements
@@ -18,10 +18,11 @@ class RequestHead:
     method: str
     path: str
     headers: Mapping[str, str]
+    path_only: str = field(init=False, repr=False, compare=False)
+    """``path`` without its query string (computed once: every adapter reads it)."""
 
-    @property
-    def path_only(self) -> str:
-        return self.path.split("?", 1)[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_only", self.path.partition("?")[0])
 
     @property
     def request_id(self) -> str:

@@ -52,6 +52,9 @@ def media_type(head: RequestHead) -> tuple[str, dict[str, str]]:
 
 def check_content_headers(head: RequestHead, *, also: frozenset[str] = frozenset()) -> None:
     """415 unless the body is JSON (or one of ``also``), UTF-8, identity or gzip coded."""
+    headers = head.headers
+    if headers.get("content-type") == "application/json" and "content-encoding" not in headers:
+        return  # the common case, without parsing
     mtype, params = media_type(head)
     if not mtype:
         raise UnsupportedMediaType("content-type header is required (application/json)")

@@ -41,3 +41,18 @@ def test_weighted_random_follows_weights_and_skips_zero() -> None:
     assert 2.6 < counts["b"] / counts["a"] < 3.4
     fallbacks = wr.pick("k", EPS, 3)
     assert len(fallbacks) == 2 and len({e.address for e in fallbacks}) == 2
+
+
+def test_round_robin_pool_state_is_bounded() -> None:
+    # Client-chosen capability requirements make a key per distinct header value.
+    rr = RoundRobin()
+    rr.max_pools = 8
+    for i in range(20):
+        rr.pick(("m", None, i), EPS[:2], 1)
+    assert len(rr._next) <= 8
+    # a known pool keeps rotating while the table is full
+    rr2 = RoundRobin()
+    rr2.max_pools = 2
+    rr2.pick("a", EPS[:2], 1)
+    rr2.pick("b", EPS[:2], 1)
+    assert rr2.pick("a", EPS[:2], 1)[0].address == "10.0.0.2:1"
