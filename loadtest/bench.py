@@ -314,6 +314,7 @@ def routes_yaml(
     backends: list[int],
     *,
     validation: bool = False,
+    pin_cpu: bool = False,
 ) -> str:
     """The routing file: both models served by every nginx port (one deployment each)."""
     deployments = []
@@ -339,6 +340,7 @@ def routes_yaml(
             "metrics_port": 0,
             "workers": workers,
             "grace_period_s": 1,
+            "pin_cpu": pin_cpu,
         },
         "envoy": {"listen_port": listen, "admin_port": admin},
         "failure_mode": "closed",
@@ -516,6 +518,7 @@ class Options:
     keep: bool
     json_path: Path | None
     router: str = "model-router"
+    pin_cpu: bool = False
 
 
 @dataclass(slots=True)
@@ -736,7 +739,15 @@ async def run_setup(
     grpc_ports = free_ports(opts.workers, consecutive=True)
     config_path = sdir / "routes.yaml"
     validation = any(s.name in opts.setups for s in VALIDATION_SETUPS)
-    text = routes_yaml(grpc_ports[0], opts.workers, listen, admin, backends, validation=validation)
+    text = routes_yaml(
+        grpc_ports[0],
+        opts.workers,
+        listen,
+        admin,
+        backends,
+        validation=validation,
+        pin_cpu=opts.pin_cpu,
+    )
     config_path.write_text(text)
     config = parse_config(text, str(config_path))
     url = f"http://127.0.0.1:{listen}{setup.path}"
@@ -1027,6 +1038,11 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--rate", type=int, default=500, help="req/s for the fixed-rate runs")
     p.add_argument("--workers", type=int, default=1, help="router workers (listener.workers)")
     p.add_argument(
+        "--pin-cpu",
+        action="store_true",
+        help="listener.pin_cpu: each router worker on one CPU (model-router only)",
+    )
+    p.add_argument(
         "--envoy-concurrency",
         type=int,
         default=1,
@@ -1097,6 +1113,7 @@ def parse_args(argv: list[str] | None) -> Options:
         keep=a.keep,
         json_path=a.json,
         router=a.router,
+        pin_cpu=a.pin_cpu,
     )
 
 
