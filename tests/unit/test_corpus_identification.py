@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from extproc.errors import SpecViolation
 from extproc.flow import Phase, RouterState
 from tests.corpus import Case, corpus_routes, load_cases, require_corpus
 from tests.unit.helpers import run_flow, state_for
@@ -41,6 +44,9 @@ def test_case_outcome_matches_the_corpus(case: Case, state: RouterState) -> None
         err = out.error
         assert err is not None, f"expected {expect['status']}, got routed"
         assert (err.status, err.field) == (expect["status"], expect["field"]), err
+        json.dumps({"message": err.message, "field": err.field})
+        if isinstance(err, SpecViolation):
+            assert err.message.startswith(err.rule + ":")
 
 
 def test_corpus_has_cases() -> None:
