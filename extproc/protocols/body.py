@@ -201,8 +201,9 @@ def _check_structure(raw: bytes, value: dict[str, Any], max_depth: int, what: st
     if decoded is None:
         # Depth d takes 2d bytes, and every container opens with a bracket.
         if len(raw) > 2 * max_depth and raw.count(b"[") + raw.count(b"{") > max_depth:
-            _check_depth(value, max_depth, what)
-        decoded = orjson.dumps(value).count(b":")
+            decoded = _walk(value, max_depth, what, budget=math.inf)  # the real depth
+        else:
+            decoded = orjson.dumps(value).count(b":")
     if decoded == colons:
         return
     tree = _precise(raw)
@@ -219,11 +220,12 @@ def _check_structure(raw: bytes, value: dict[str, Any], max_depth: int, what: st
     # No duplicate after all: the count was thrown off by literal text such as "\\u003a".
 
 
-def _walk(value: dict[str, Any], max_depth: int, what: str) -> int | None:
+def _walk(
+    value: dict[str, Any], max_depth: int, what: str, budget: float = _WALK_BUDGET
+) -> int | None:
     """Colons the decoded ``value`` accounts for (keys plus colons in strings), or
-    ``None`` when it holds more than ``_WALK_BUDGET`` values. Checks depth as it goes."""
+    ``None`` when it holds more than ``budget`` values. Checks depth as it goes."""
     colons = 0
-    budget = _WALK_BUDGET
     stack: list[tuple[Any, int]] = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -249,19 +251,6 @@ def _walk(value: dict[str, Any], max_depth: int, what: str) -> int | None:
             elif t is dict or t is list:
                 push((child, depth + 1))
     return colons
-
-
-def _check_depth(value: dict[str, Any], max_depth: int, what: str) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        if depth > max_depth:
-            raise InvalidBody(f"{what} is nested deeper than {max_depth} levels")
-        for child in node.values() if type(node) is dict else node:
-            t = type(child)
-            if t is dict or t is list:
-                push((child, depth + 1))
 
 
 def _short(s: str, n: int = 64) -> str:

@@ -109,6 +109,11 @@ def test_duplicates_in_big_bodies_found_by_both_strategies() -> None:
     long = json.dumps({"messages": [{"role": "user", "content": text}], "model": "m"}).encode()
     assert loads_object(long)
     assert bad(long[:-1] + b', "model": "n"}').field == "/model"
+    # More brackets than max_depth: the depth walk also counts the colons.
+    nested = json.dumps({"t": [[[i, "a:b"]] for i in range(300)], "x": {"k": 1}}).encode()
+    assert loads_object(nested, max_depth=8)
+    assert bad(nested.replace(b'{"k": 1}', b'{"k": 1, "k": 2}'), max_depth=8).field == "/x/k"
+    assert bad(nested, max_depth=3).field is None  # 4 levels: too deep
 
 
 def test_colons_and_escapes_in_text_are_not_duplicates() -> None:
