@@ -103,15 +103,12 @@ def parse_head(msg: ep.HttpHeaders) -> RequestHead:
     except UnicodeDecodeError:
         headers = _merge_headers(entries)
     else:
-        if len(headers) != len(entries) or "" in headers.values() or not _lower(headers):
+        lower = "".join(headers).islower()
+        if len(headers) != len(entries) or "" in headers.values() or not lower:
             headers = _merge_headers(entries)  # repeats, ``value`` fields or upper case
     return RequestHead(
         method=headers.get(":method", ""), path=headers.get(":path", "/"), headers=headers
     )
-
-
-def _lower(headers: dict[str, str]) -> bool:
-    return "".join(headers).islower()
 
 
 def _merge_headers(entries: Iterable[core.HeaderValue]) -> dict[str, str]:

@@ -1086,6 +1086,8 @@ def parse_args(argv: list[str] | None) -> Options:
     a = p.parse_args(argv)
     if a.router != "model-router" and a.workers != 1:
         p.error("--router minimal/both needs --workers 1 (the probe is one process)")
+    if a.router != "model-router" and a.pin_cpu:
+        p.error("--pin-cpu pins only the router, so it would not compare with the probe")
     duration = a.duration if a.duration is not None else (5.0 if a.quick else 20.0)
     known = {s.name for s in ALL_SETUPS}
     chosen = [s.strip() for s in a.setups.split(",") if s.strip()]

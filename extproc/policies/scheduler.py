@@ -157,17 +157,15 @@ class Scheduler:
         picker, fallbacks = self._per_model.get(model.name, (self._default, self._max_fallbacks))
         picked = picker.pick((model.name, version, caps), cands, 1 + fallbacks)
         primary = picked[0]
-        for dep in model.deployments:
-            if dep.name == primary.deployment:
-                break
+        dep = next(d for d in model.deployments if d.name == primary.deployment)
         return Decision(
-            model.name,
-            dep.version,
-            dep.name,
-            tuple([e.address for e in picked]),
-            picker.name,
-            len(cands),
-            version,
-            caps,
-            subset is not None,
+            model=model.name,
+            version=dep.version,
+            deployment=dep.name,
+            endpoints=tuple([e.address for e in picked]),
+            picker=picker.name,
+            candidates=len(cands),
+            requested_version=version,
+            capabilities=caps,
+            within_subset=subset is not None,
         )
