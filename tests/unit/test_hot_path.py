@@ -84,3 +84,23 @@ def test_answers_cache_is_bounded() -> None:
 
 def _chat() -> bytes:
     return b'{"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+def test_decision_reason_is_built_from_its_parts() -> None:
+    state = state_for()
+    flow, _ = run_flow(
+        state,
+        "POST",
+        "/v1/chat/completions",
+        [*JSON, ("x-model-capabilities", "accelerator=a100")],
+        _chat(),
+    )
+    d = flow.outcome.decision
+    assert d is not None and d.requested_version is None and d.within_subset is False
+    assert d.reason == (
+        "round_robin over 2 endpoint(s) of model 'chat-small' version any with accelerator=a100"
+    )
+    flow, _ = run_flow(state, "POST", "/v2/models/resnet50/versions/1/infer", JSON, None)
+    d = flow.outcome.decision
+    assert d is not None
+    assert d.reason == "round_robin over 1 endpoint(s) of model 'resnet50' version 1"
