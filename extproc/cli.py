@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from extproc import logs
-from extproc.config import Config, load_config
-from extproc.errors import ConfigError
+from extproc.control.compile import CompiledRouting
+from extproc.control.errors import ConfigError
+from extproc.control.reload import load_routing
+from extproc.server import logs
 
 T = TypeVar("T")
 
@@ -38,9 +39,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _load_or_exit(path: Path) -> Config:
+def _load_or_exit(path: Path) -> CompiledRouting:
+    """The routing file loaded and compiled, or every problem printed and exit 1."""
     try:
-        return load_config(path)
+        return load_routing(path)
     except ConfigError as exc:
         click.echo(f"{exc.source}: invalid routing file", err=True)
         for problem in exc.problems:
@@ -66,24 +68,25 @@ def serve(config_path: Path, workers: int | None, worker_index: int | None, log_
     # (measured: about a third less router CPU per request at 500 req/s). Set
     # GRPC_EXPERIMENTS yourself to override; re-measure on grpcio upgrades.
     os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
-    config = _load_or_exit(config_path)
+    compiled = _load_or_exit(config_path)
+    config = compiled.config
     n = workers or config.listener.workers
     if worker_index is None and n > 1:
-        from extproc.supervisor import Supervisor
+        from extproc.ops.supervisor import Supervisor
 
         logs.setup(log_level)
         sup = Supervisor(
             config_path, n, grace_s=config.listener.grace_period_s, log_level=log_level
         )
         sys.exit(run(sup.run()))
-    from extproc.server import Server
+    from extproc.server.app import Server
 
     index = worker_index or 0
     if config.listener.pin_cpu and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})  # before grpc starts threads
     logs.setup(log_level, worker=index)
-    server = Server(config, config_path=config_path, worker=index)
+    server = Server(compiled, config_path=config_path, worker=index)
     run(server.serve())
 
 
@@ -91,7 +94,7 @@ def serve(config_path: Path, workers: int | None, worker_index: int | None, log_
 @click.argument("path", type=click.Path(path_type=Path))
 def check_config(path: Path) -> None:
     """Validate a routing file; print every problem with its key path and line."""
-    config = _load_or_exit(path)
+    config = _load_or_exit(path).config
     deps = len(config.deployments)
     eps = sum(len(d.endpoints) for d in config.deployments)
     click.echo(f"{path}: ok ({len(config.models)} models, {deps} deployments, {eps} endpoints)")
@@ -111,9 +114,9 @@ def explain(
     headers: tuple[str, ...],
 ) -> None:
     """Print the routing decision for one request as JSON (no network)."""
-    from extproc.explain import explain_request
+    from extproc.ops.explain import explain_request
 
-    config = _load_or_exit(config_path)
+    compiled = _load_or_exit(config_path)
     hdrs: list[tuple[str, str]] = []
     for item in headers:
         key, sep, value = item.partition("=")
@@ -121,7 +124,7 @@ def explain(
             raise click.BadParameter(f"{item!r} is not k=v", param_hint="--header")
         hdrs.append((key.strip().lower(), value.strip()))
     body = request_path.read_bytes() if request_path else None
-    result = run(explain_request(config, str(config_path), method, http_path, hdrs, body))
+    result = run(explain_request(compiled, method, http_path, hdrs, body))
     click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -130,9 +133,9 @@ def explain(
 @click.option("--log-level", default="warning", show_default=True)
 def up(config_path: Path, log_level: str) -> None:
     """Run the router and Envoy together (Envoy config rendered from the shipped template)."""
-    from extproc.stack import run_up
+    from extproc.ops.stack import run_up
 
-    config = _load_or_exit(config_path)
+    config = _load_or_exit(config_path).config
     logs.setup(log_level, json=False)
     sys.exit(run(run_up(config, config_path, log_level)))
 
@@ -141,9 +144,9 @@ def up(config_path: Path, log_level: str) -> None:
 @CONFIG_OPTION
 def envoy_config(config_path: Path) -> None:
     """Print the Envoy bootstrap for a routing file (what `up` runs; envoy/envoy.yaml)."""
-    from extproc.envoyconf import render_bootstrap
+    from extproc.ops.envoy_config import render_bootstrap
 
-    click.echo(render_bootstrap(_load_or_exit(config_path)), nl=False)
+    click.echo(render_bootstrap(_load_or_exit(config_path).config), nl=False)
 
 
 @main.command()
@@ -157,7 +160,7 @@ def envoy_config(config_path: Path) -> None:
 )
 def demo(log_level: str, registry: str) -> None:
     """Start model servers, router and Envoy; send requests; print where each landed."""
-    from extproc.demo import run_demo
+    from extproc.dev.demo import run_demo
 
     logs.setup(log_level, json=False)
     sys.exit(run(run_demo(registry)))

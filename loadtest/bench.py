@@ -38,16 +38,16 @@ from typing import Any
 
 import yaml
 
-from extproc.config import parse_config
-from extproc.envoyconf import EnvoyPorts, render_bootstrap
-from extproc.procs import (
+from extproc.control.loading import parse_config
+from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
+from extproc.ops.procs import (
     ManagedProcess,
     envoy_argv,
     free_ports,
     wait_grpc_serving,
     wait_http_ok,
 )
-from extproc.stack import Stack
+from extproc.ops.stack import Stack
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

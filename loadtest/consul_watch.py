@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from extproc.devconsul import ConsulAgent, consul_binary
-from extproc.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
+from extproc.dev.consul_agent import ConsulAgent, consul_binary
+from extproc.ops.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.config import parse_config
-from extproc.devservers import ModelServer, ModelServerSpec, run_servers
-from extproc.envoyconf import EnvoyPorts
-from extproc.procs import free_ports
-from extproc.stack import Stack
+from extproc.control.loading import parse_config
+from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers
+from extproc.ops.envoy_config import EnvoyPorts
+from extproc.ops.procs import free_ports
+from extproc.ops.stack import Stack
 from tests.corpus import corpus_routes, specs
 
 # Valid bodies for the corpus specs (resnet50: FP32 [-1,3,-1,-1]; fraud-xgb: features FP32

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer
-from extproc.procs import free_ports
+from extproc.dev.model_servers import ModelServer
+from extproc.ops.procs import free_ports
 from tests.integration.conftest import RESNET, routes_for
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ async def test_children_die_with_their_parent() -> None:
     """If `up` (or any supervisor) is SIGKILLed, Envoy and the router must not linger."""
     code = (
         "import asyncio\n"
-        "from extproc.procs import ManagedProcess\n"
+        "from extproc.ops.procs import ManagedProcess\n"
         "async def m():\n"
         "    mp = ManagedProcess('sleeper', ['sleep', '300'])\n"
         "    await mp.start()\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.devconsul import ConsulAgent, consul_binary
-from extproc.devservers import ModelServer, ModelServerSpec
-from extproc.stack import Stack
+from extproc.dev.consul_agent import ConsulAgent, consul_binary
+from extproc.dev.model_servers import ModelServer, ModelServerSpec
+from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory, running
 
 pytestmark = pytest.mark.integration
@@ -275,7 +275,7 @@ async def test_not_serving_until_consul_answers(
 ) -> None:
     from grpc_health.v1 import health_pb2
 
-    from extproc.procs import ManagedProcess, free_ports, grpc_health, router_argv
+    from extproc.ops.procs import ManagedProcess, free_ports, grpc_health, router_argv
 
     port, mport, dead = free_ports(3)
     path = tmp_path / "routes.yaml"

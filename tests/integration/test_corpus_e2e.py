@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer
-from extproc.stack import Stack
+from extproc.dev.model_servers import ModelServer
+from extproc.ops.stack import Stack
 from tests.corpus import Case, load_cases
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ async def test_hostile_batch_leaves_router_healthy(
 ) -> None:
     from grpc_health.v1 import health_pb2
 
-    from extproc.procs import grpc_health
+    from extproc.ops.procs import grpc_health
 
     rng = random.Random(1234)
     statuses: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""Integration tests for extproc.devservers: real aiohttp servers and httpx clients on loopback."""
+"""Integration tests for extproc.dev.model_servers: real aiohttp servers and httpx clients on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer, ModelServerSpec, run_servers, serve_forever
+from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers, serve_forever
 
 pytestmark = pytest.mark.integration
 

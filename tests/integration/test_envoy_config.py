@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.procs import envoy_binary
+from extproc.ops.procs import envoy_binary
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

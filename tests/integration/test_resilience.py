@@ -12,9 +12,9 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2
 
-from extproc.devservers import ModelServer
-from extproc.procs import grpc_health
-from extproc.stack import Stack
+from extproc.dev.model_servers import ModelServer
+from extproc.ops.procs import grpc_health
+from extproc.ops.stack import Stack
 from tests.integration.conftest import RESNET, StackFactory, routes_for
 
 pytestmark = pytest.mark.integration
@@ -224,8 +224,8 @@ async def test_graceful_shutdown_not_serving_then_drains(tmp_path: Path) -> None
     from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-    from extproc.explain import processing_messages
-    from extproc.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
+    from extproc.ops.explain import processing_messages
+    from extproc.ops.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
 
     port, mport = free_ports(2)
     path = tmp_path / "routes.yaml"

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer
-from extproc.stack import Stack
+from extproc.dev.model_servers import ModelServer
+from extproc.ops.stack import Stack
 from tests.corpus import load_cases
 from tests.integration.conftest import FRAUD, RESNET, StackFactory, routes_for
 
@@ -205,7 +205,7 @@ async def test_long_prompts_route_up_to_the_default_limit(
 async def test_metrics_and_health(corpus_stack: Stack, client: httpx.AsyncClient) -> None:
     from grpc_health.v1 import health_pb2
 
-    from extproc.procs import grpc_health
+    from extproc.ops.procs import grpc_health
 
     cfg = corpus_stack.config
     addr = f"{cfg.listener.host}:{cfg.listener.port}"

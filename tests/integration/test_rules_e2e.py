@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from extproc.devservers import ModelServer, ModelServerSpec
+from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from tests.integration.conftest import StackFactory, running
 
 pytestmark = pytest.mark.integration

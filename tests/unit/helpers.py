@@ -5,11 +5,11 @@ from collections.abc import Sequence
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from extproc.config import Config, parse_config
-from extproc.explain import processing_messages
-from extproc.flow import RequestFlow, RouterState
-from extproc.policies.scheduler import Scheduler
-from extproc.registry import StaticRegistry
+from extproc.control.compile import compile_routing, router_state
+from extproc.control.loading import parse_config
+from extproc.control.registry import RegistryInputs, StaticRegistry
+from extproc.core.envoy_wire import processing_messages
+from extproc.core.flow import RequestFlow, RouterState
 
 BASIC = """
 models:
@@ -27,10 +27,12 @@ deployments:
 
 
 def state_for(text: str = BASIC) -> RouterState:
-    config: Config = parse_config(text)
-    registry = StaticRegistry(config, "<test>")
+    """The hot path's state for a routing-file text, on the static registry."""
+    compiled = compile_routing(parse_config(text), "<test>")
+    inputs = RegistryInputs.of(compiled.config, "<test>", frozenset(compiled.specs))
+    registry = StaticRegistry(inputs)
     asyncio.run(registry.start())
-    return RouterState(config, registry, Scheduler(config))
+    return router_state(compiled, registry.snapshot)
 
 
 def run_flow(

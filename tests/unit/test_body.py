@@ -8,16 +8,16 @@ import struct
 
 import pytest
 
-from extproc.errors import BodyTooLarge, InvalidBody
-from extproc.protocols.base import RequestHead
-from extproc.protocols.body import (
+from extproc.core.errors import BodyTooLarge, InvalidBody
+from extproc.core.protocols.json_body import (
     decode_json_object,
     escape_token,
     inflate,
     json_pointer,
     loads_object,
 )
-from extproc.protocols.triton import header_length, split
+from extproc.core.protocols.triton import header_length, split
+from extproc.core.request import RequestHead
 
 
 def head(**headers: str) -> RequestHead:

@@ -4,15 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from extproc.config import FailureMode, load_config, parse_config
-from extproc.errors import ConfigError
+from extproc.control.compile import compile_routing
+from extproc.control.errors import ConfigError
+from extproc.control.loading import load_config, parse_config
+from extproc.control.reload import load_routing
+from extproc.control.schema import FailureMode
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def problems(text: str) -> list[str]:
+    """Every problem loading and compiling ``text`` reports."""
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "routes.yaml")
+        compile_routing(parse_config(text, "routes.yaml"), "routes.yaml")
     return info.value.problems
 
 
@@ -27,7 +31,12 @@ def test_defaults() -> None:
     cfg = parse_config("models: {m: {protocol: openai, versions: ['1']}}")
     assert cfg.listener.port == 50051 and cfg.listener.workers == 1
     assert cfg.worker_ports() == [50051]
-    assert cfg.scheduling.picker == "round_robin"
+    assert cfg.scheduling.picker is None and cfg.scheduling.profile == "default"
+    scheduler = compile_routing(cfg).scheduler
+    assert scheduler.default.picker.name == "round_robin"
+    assert [f.name for f in scheduler.default.filters] == [
+        "routable", "version", "capabilities", "subset",
+    ]  # fmt: skip
 
 
 def test_errors_name_key_path_and_line() -> None:
@@ -47,9 +56,12 @@ def test_errors_name_key_path_and_line() -> None:
 
 
 def test_unknown_keys_and_pickers_rejected() -> None:
-    found = problems("listner: {}\nscheduling: {picker: magic}\n")
+    found = problems("listner: {}\nmodels: {m: {protocol: openai, versions: ['1']}}\n")
     assert any("listner: Extra inputs are not permitted" in p for p in found)
-    assert any("scheduling.picker: unknown picker 'magic'" in p for p in found)
+    found = problems(
+        "scheduling: {picker: magic}\nmodels: {m: {protocol: openai, versions: ['1']}}\n"
+    )
+    assert any(p.startswith("scheduling.picker: unknown picker 'magic'") for p in found)
 
 
 def test_cross_references_checked() -> None:
@@ -106,9 +118,9 @@ def test_inline_and_file_specs(tmp_path: Path) -> None:
         "  m1: {protocol: openai, versions: ['1'], spec: {openai: {max_tokens: 10}}}\n"
         "  m2: {protocol: kserve_v2, versions: ['1']}\n"
     )
-    cfg = load_config(routes)
-    assert set(cfg.specs) == {"m1", "m2", "unrelated"}  # usable by reference (Consul meta)
-    assert cfg.specs["m1"].protocol == "openai" and cfg.specs["m2"].protocol == "kserve_v2"
+    specs = load_routing(routes).specs
+    assert set(specs) == {"m1", "m2", "unrelated"}  # usable by reference (Consul meta)
+    assert specs["m1"].protocol == "openai" and specs["m2"].protocol == "kserve_v2"
 
 
 def test_spec_errors_name_file_and_key(tmp_path: Path) -> None:
@@ -119,7 +131,7 @@ def test_spec_errors_name_file_and_key(tmp_path: Path) -> None:
         "  m1: {protocol: openai, versions: ['1'], spec: {openai: {max_tokenz: 10}}}\n"
     )
     with pytest.raises(ConfigError) as info:
-        load_config(routes)
+        load_routing(routes)
     found = info.value.problems
     assert any(p.startswith("spec_files[0]: cannot read") for p in found)
     assert any("models.m1.spec#/m1/openai/max_tokenz: unknown key" in p for p in found)

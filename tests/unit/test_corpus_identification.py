@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from extproc.errors import SpecViolation
-from extproc.flow import Phase, RouterState
+from extproc.core.errors import SpecViolation
+from extproc.core.flow import Phase, RouterState
 from tests.corpus import Case, corpus_routes, load_cases, require_corpus
 from tests.unit.helpers import run_flow, state_for
 

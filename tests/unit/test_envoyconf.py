@@ -4,8 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from extproc.config import load_config, parse_config
-from extproc.envoyconf import EnvoyPorts, render_bootstrap
+from extproc.control.loading import load_config, parse_config
+from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 

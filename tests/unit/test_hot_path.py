@@ -1,14 +1,14 @@
-"""The request path's shortcuts give the same answers as the plain path."""
+"""The request path's shortcuts give the same responses as the plain path."""
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from extproc.flow import parse_head
-from extproc.protocols.base import RequestHead
-from extproc.responses import Answers, route_on_body, route_on_headers
-from extproc.rewrite import Rewrite
+from extproc.core.envoy_wire import ResponseCache, route_on_body, route_on_headers
+from extproc.core.flow import parse_head
+from extproc.core.request import RequestHead
+from extproc.core.rewrite import Rewrite
 from tests.unit.helpers import run_flow, set_headers, state_for
 
 JSON = [("content-type", "application/json")]
@@ -59,27 +59,27 @@ def test_answers_reuse_per_decision_and_rebuild_rewrites() -> None:
     assert first is second  # one routable endpoint: the same answer object
     decision = flow.outcome.decision
     assert decision is not None
-    assert state.answers.on_headers(decision) is first
+    assert state.responses.on_headers(decision) is first
     assert first == route_on_headers(decision)
-    assert state.answers.on_body(decision) == route_on_body(decision)
+    assert state.responses.on_body(decision) == route_on_body(decision)
     rewrite = Rewrite(set_headers=(("x-extra", "1"),))
-    rewritten = state.answers.on_headers(decision, rewrite)
-    assert rewritten is not state.answers.on_headers(decision, rewrite)
+    rewritten = state.responses.on_headers(decision, rewrite)
+    assert rewritten is not state.responses.on_headers(decision, rewrite)
     assert set_headers(rewritten)["x-extra"] == "1"
     assert "x-extra" not in set_headers(first)
 
 
 def test_answers_cache_is_bounded() -> None:
     state = state_for()
-    answers = Answers(limit=2)
+    responses = ResponseCache(limit=2)
     seen = []
     for _ in range(6):  # chat-small rotates over 3 endpoint orders
         flow, _ = run_flow(state, "POST", "/v1/chat/completions", JSON, _chat())
         assert flow.outcome.decision is not None
-        seen.append(answers.on_body(flow.outcome.decision))
-        assert len(answers._body) <= 2
+        seen.append(responses.on_body(flow.outcome.decision))
+        assert len(responses._body) <= 2
     assert seen[0] == seen[3] and seen[0] != seen[1]
-    assert "body=" in repr(answers)
+    assert "body=" in repr(responses)
 
 
 def _chat() -> bytes:

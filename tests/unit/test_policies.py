@@ -1,46 +1,70 @@
 from __future__ import annotations
 
-import random
 from collections import Counter
 
-import pytest
-
-from extproc.policies import PICKERS, make_picker
-from extproc.policies.round_robin import RoundRobin
-from extproc.policies.weighted_random import WeightedRandom
-from extproc.registry.base import Endpoint
-
-EPS = [
-    Endpoint("10.0.0.1:1", "a", 1),
-    Endpoint("10.0.0.2:1", "b", 3),
-    Endpoint("10.0.0.3:1", "c", 0),
-]
+from extproc.core.scheduling.framework import Candidate
+from extproc.core.scheduling.pickers.max_score import MaxScore, MaxScoreParams
+from extproc.core.scheduling.pickers.round_robin import RoundRobin
+from extproc.core.scheduling.pickers.weighted_random import WeightedRandom, WeightedRandomParams
+from extproc.core.scheduling.plugins import PLUGINS, by_kind
+from extproc.core.snapshot import Deployment, Endpoint
 
 
-def test_registry_by_name() -> None:
-    assert set(PICKERS) == {"round_robin", "weighted_random"}
-    assert isinstance(make_picker("round_robin"), RoundRobin)
-    with pytest.raises(ValueError, match="unknown picker"):
-        make_picker("nope")
+def _cands(*spec: tuple[str, str, int]) -> list[Candidate]:
+    out = []
+    for address, dep, weight in spec:
+        ep = Endpoint(address, dep, weight)
+        out.append(Candidate(ep, Deployment(dep, "m", "1", (ep,), weight=weight)))
+    return out
+
+
+EPS = _cands(("10.0.0.1:1", "a", 1), ("10.0.0.2:1", "b", 3), ("10.0.0.3:1", "c", 0))
+
+
+def test_plugins_registered_by_kind_and_unique_name() -> None:
+    assert set(by_kind("picker")) == {"round_robin", "weighted_random", "max_score"}
+    assert set(by_kind("filter")) == {"routable", "version", "capabilities", "subset"}
+    assert set(by_kind("scorer")) == {"deployment_weight"}
+    assert len({(p.kind, p.name) for p in PLUGINS}) == len(PLUGINS)
 
 
 def test_round_robin_rotates_and_orders_fallbacks() -> None:
     rr = RoundRobin()
-    picks = [rr.pick("k", EPS[:2], 2) for _ in range(4)]
+    picks = [rr.pick("k", EPS[:2], None, 2) for _ in range(4)]
     assert [p[0].address for p in picks] == ["10.0.0.1:1", "10.0.0.2:1"] * 2
     assert all(len({e.address for e in p}) == 2 for p in picks)
-    assert rr.pick("other", EPS[:2], 5)[0].address == "10.0.0.1:1"  # pools are independent
-    assert rr.pick("k", [], 3) == []
+    assert rr.pick("other", EPS[:2], None, 5)[0].address == "10.0.0.1:1"  # pools independent
+    assert rr.pick("k", [], None, 3) == []
     assert "pools=2" in repr(rr)
 
 
 def test_weighted_random_follows_weights_and_skips_zero() -> None:
-    wr = WeightedRandom(random.Random(7))
-    counts = Counter(wr.pick("k", EPS, 1)[0].deployment for _ in range(4000))
+    wr = WeightedRandom(WeightedRandomParams(seed=7))
+    counts = Counter(wr.pick("k", EPS, None, 1)[0].deployment.name for _ in range(4000))
     assert counts["c"] == 0
     assert 2.6 < counts["b"] / counts["a"] < 3.4
-    fallbacks = wr.pick("k", EPS, 3)
+    fallbacks = wr.pick("k", EPS, None, 3)
     assert len(fallbacks) == 2 and len({e.address for e in fallbacks}) == 2
+
+
+def test_weighted_random_seed_is_reproducible() -> None:
+    a = WeightedRandom(WeightedRandomParams(seed=3))
+    b = WeightedRandom(WeightedRandomParams(seed=3))
+    assert [a.pick("k", EPS, None, 2) for _ in range(20)] == [
+        b.pick("k", EPS, None, 2) for _ in range(20)
+    ]
+
+
+def test_max_score_orders_by_score_and_breaks_ties_at_random() -> None:
+    ms = MaxScore(MaxScoreParams(seed=1))
+    assert [c.address for c in ms.pick("k", EPS, [0.2, 0.9, 0.5], 3)] == [
+        "10.0.0.2:1",
+        "10.0.0.3:1",
+        "10.0.0.1:1",
+    ]
+    firsts = Counter(ms.pick("k", EPS, [1.0, 1.0, 0.0], 1)[0].address for _ in range(400))
+    assert set(firsts) == {"10.0.0.1:1", "10.0.0.2:1"}  # both tied leaders get picked
+    assert len(ms.pick("k", EPS, None, 2)) == 2  # no scorers: uniform random
 
 
 def test_round_robin_pool_state_is_bounded() -> None:
@@ -48,11 +72,11 @@ def test_round_robin_pool_state_is_bounded() -> None:
     rr = RoundRobin()
     rr.max_pools = 8
     for i in range(20):
-        rr.pick(("m", None, i), EPS[:2], 1)
+        rr.pick(("m", None, i), EPS[:2], None, 1)
     assert len(rr._next) <= 8
     # a known pool keeps rotating while the table is full
     rr2 = RoundRobin()
     rr2.max_pools = 2
-    rr2.pick("a", EPS[:2], 1)
-    rr2.pick("b", EPS[:2], 1)
-    assert rr2.pick("a", EPS[:2], 1)[0].address == "10.0.0.2:1"
+    rr2.pick("a", EPS[:2], None, 1)
+    rr2.pick("b", EPS[:2], None, 1)
+    assert rr2.pick("a", EPS[:2], None, 1)[0].address == "10.0.0.2:1"

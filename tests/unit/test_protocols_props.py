@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from extproc.errors import RouterError
-from extproc.protocols import (
+from extproc.control.compile.specs import parse_specs
+from extproc.core.errors import RouterError
+from extproc.core.protocols import (
     InferenceRequest,
     NeedsBody,
     RequestHead,
@@ -30,7 +31,7 @@ from extproc.protocols import (
     understand_head,
     with_kserve_body,
 )
-from extproc.validation import CompiledSpec, parse_specs
+from extproc.core.specs.check import CompiledSpec
 from tests.corpus import SAMPLES
 
 SETTINGS = settings(

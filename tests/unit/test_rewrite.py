@@ -3,8 +3,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from extproc.protocols.base import InferenceRequest, RequestHead
-from extproc.rewrite import for_upstream
+from extproc.core.request import InferenceRequest, RequestHead
+from extproc.core.rewrite import for_upstream
 from tests.unit.helpers import run_flow, set_headers, state_for
 
 

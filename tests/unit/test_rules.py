@@ -1,4 +1,4 @@
-"""Content rules (``extproc.rules``): parsing and validation, every condition and action,
+"""Content rules (``extproc.core.rules.ruleset``): parsing and validation, every condition and action,
 evaluation order, headers-only behaviour, never raising on hostile bodies, and cost."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.capabilities import Requirement
-from extproc.protocols.base import InferenceRequest, ProtocolName, RequestHead
-from extproc.rules import RuleMatch, RulesError, RuleSet
+from extproc.control.compile.rules import compile_rules
+from extproc.control.errors import RulesError
+from extproc.core.capabilities import Requirement
+from extproc.core.request import InferenceRequest, ProtocolName, RequestHead
+from extproc.core.rules.ruleset import RuleMatch, RuleSet
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -43,7 +45,7 @@ def infer(batch: Any) -> dict[str, Any]:
 
 
 def rules(text: str, **kw: Any) -> RuleSet:
-    return RuleSet.parse(yaml.safe_load(text), **kw)
+    return compile_rules(yaml.safe_load(text), **kw)
 
 
 def one(when: str, route: str = "{model: chat-large}") -> RuleSet:
@@ -97,8 +99,8 @@ def test_brief_example_parses(brief: RuleSet) -> None:
     assert brief.names[0] == "tools-or-long-prompts-to-large"
     assert brief.target_models() == {"chat-large"}
     assert "medical" in repr(brief)
-    assert RuleSet.parse(None).names == ()
-    assert len(RuleSet.parse([])) == 0
+    assert compile_rules(None).names == ()
+    assert len(compile_rules([])) == 0
 
 
 def test_why_names_the_rule_and_the_deciding_values(brief: RuleSet) -> None:
@@ -314,26 +316,6 @@ def test_apply() -> None:
 # --------------------------------------------------------------------------- body or not
 
 
-def test_needs_body(brief: RuleSet) -> None:
-    assert brief.needs_body("openai")
-    assert brief.needs_body("kserve_v2")  # big-batches-to-gpu, medical-by-metadata
-    assert brief.needs_body("generic")  # medical-by-metadata reads any body
-    kserve_only = rules("""
-    - {name: a, when: {path: /v1/chat/completions, has: [tools]}, route: {model: x}}
-    - {name: b, when: {messages: {gt: 3}, prompt_chars: {gt: 1}}, route: {model: x}}
-    - {name: c, when: {tenant: acme}, route: {version: "1"}}
-    """)
-    assert kserve_only.needs_body("openai")
-    assert not kserve_only.needs_body("kserve_v2")
-    assert not kserve_only.needs_body("generic")
-    gpu = rules(
-        "- {name: g, when: {protocol: kserve_v2, batch_size: {gt: 1}}, route: {version: '1'}}"
-    )
-    assert not gpu.needs_body("openai") and gpu.needs_body("kserve_v2")
-    regex_path = rules("- {name: g, when: {path: {regex: x}, has: [a]}, route: {version: '1'}}")
-    assert regex_path.needs_body("generic")
-
-
 def test_needs_body_for_a_head_identified_request() -> None:
     rs = rules("""
     - {name: canary, when: {header: {x-canary: "1"}}, route: {version: "2"}}
@@ -344,7 +326,7 @@ def test_needs_body_for_a_head_identified_request() -> None:
     assert not rs.needs_body_for(req(None, model="fraud", **kserve))  # gpu cannot hold
     canary = req(None, model="resnet50", headers={"x-canary": "1"}, **kserve)
     assert not rs.needs_body_for(canary)  # an earlier head-only rule decides
-    assert not RuleSet.parse(None).needs_body_for(canary)
+    assert not compile_rules(None).needs_body_for(canary)
 
 
 def test_without_a_body_body_rules_do_not_apply() -> None:
@@ -527,7 +509,7 @@ def test_without_a_body_body_rules_do_not_apply() -> None:
 )
 def test_validation_problem(text: str, problem: str) -> None:
     with pytest.raises(RulesError) as info:
-        RuleSet.parse(yaml.safe_load(text))
+        compile_rules(yaml.safe_load(text))
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
     assert isinstance(info.value, ValueError)
 
@@ -539,7 +521,7 @@ def test_every_problem_is_reported_with_where() -> None:
     - {name: c, when: {x: 1}, route: {model: b}}
     """
     with pytest.raises(RulesError) as info:
-        RuleSet.parse(yaml.safe_load(text), where="routes.yaml: rules")
+        compile_rules(yaml.safe_load(text), where="routes.yaml: rules")
     assert info.value.problems == [
         "routes.yaml: rules[1].name: duplicate rule name 'a'",
         "routes.yaml: rules[1].when.messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
@@ -649,7 +631,7 @@ def test_parse_raises_only_rules_error(raw: Any) -> None:
         [{"name": "a", "when": {"model": "m"}, "route": raw}],
     ):
         try:
-            RuleSet.parse(candidate)
+            compile_rules(candidate)
         except RulesError as exc:
             assert exc.problems and all(isinstance(p, str) for p in exc.problems)
 
@@ -674,7 +656,7 @@ def test_evaluate_cost(brief: RuleSet) -> None:
     body = _chat_4k()
     size = len(orjson.dumps(body))
     assert 3500 < size < 4700, size
-    two = RuleSet.parse(yaml.safe_load(BRIEF)[:2])
+    two = compile_rules(yaml.safe_load(BRIEF)[:2])
     request = req(body)
     assert two.evaluate(request) is None  # the worst case: both rules evaluated in full
     n = 20000
@@ -704,15 +686,14 @@ def test_example_rules_parse() -> None:
     assert len(files) >= 3
     for f in files:
         doc = yaml.safe_load(f.read_text())
-        rs = RuleSet.parse(doc["rules"], tenant_header=doc.get("tenant_header", "x-tenant-id"))
+        rs = compile_rules(doc["rules"], tenant_header=doc.get("tenant_header", "x-tenant-id"))
         assert rs.target_models() <= set(doc["models"]), f
-        assert not rs.needs_body("generic"), f
 
 
 def test_last_user_message_keywords_ignore_case() -> None:
-    from extproc.protocols.base import InferenceRequest, RequestHead
+    from extproc.core.request import InferenceRequest, RequestHead
 
-    rules = RuleSet.parse(
+    rules = compile_rules(
         [{"name": "med", "when": {"last_user_message": {"keywords": ["Patient", "diagnos"]}},
           "route": {"capabilities": "domain=medical"}}]
     )  # fmt: skip
@@ -726,7 +707,7 @@ def test_last_user_message_keywords_ignore_case() -> None:
     assert rules.evaluate(req("a misdiagnosis")) is not None
     assert rules.evaluate(req("nothing here")) is None
     with pytest.raises(RulesError) as info:
-        RuleSet.parse([{"name": "x", "when": {"last_user_message": {"keywords": []}},
+        compile_rules([{"name": "x", "when": {"last_user_message": {"keywords": []}},
                         "route": {"version": "1"}}])  # fmt: skip
     assert info.value.problems == [
         "rules[0].when.last_user_message.keywords: must be a non-empty list of non-empty strings"

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from extproc.errors import InvalidRequest, SpecViolation
-from extproc.protocols import kserve_v2, openai
-from extproc.validation import CompiledSpec, SpecError, compile_spec, parse_specs, prompt_chars
+from extproc.control.compile.specs import compile_spec, parse_specs
+from extproc.control.errors import SpecError
+from extproc.core.errors import InvalidRequest, SpecViolation
+from extproc.core.protocols import kserve_v2, openai
+from extproc.core.specs.check import CompiledSpec, prompt_chars
 from tests.corpus import require_corpus, specs
 
 CHAT, COMPLETIONS, EMBEDDINGS = openai.CHAT, openai.COMPLETIONS, openai.EMBEDDINGS

@@ -1,0 +1,95 @@
+"""The compile step: routing-file config (plus a registry snapshot) into the immutable
+state the hot path reads.
+
+Two functions, both pure but for reading the spec files a routing file names:
+
+* :func:`compile_routing`: a validated :class:`~extproc.control.schema.Config` into
+  compiled specs, content rules and scheduling profiles (:class:`CompiledRouting`);
+  every problem in any of them is reported at once as a :class:`ConfigError`. It runs
+  once per load or reload.
+* :func:`router_state`: a :class:`CompiledRouting` plus one registry snapshot into a
+  :class:`~extproc.core.flow.RouterState`. It runs on every snapshot the registry
+  publishes, and is cheap: it only wraps what was compiled (profiles keep their
+  picker state across snapshots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from extproc.control.compile.rules import compile_rules
+from extproc.control.compile.scheduling import compile_scheduler
+from extproc.control.compile.specs import compile_config_specs
+from extproc.control.errors import ConfigError, ProblemsError
+from extproc.control.schema import Config
+from extproc.core.flow import RouterState
+from extproc.core.rules.ruleset import RuleSet
+from extproc.core.scheduling.scheduler import Scheduler
+from extproc.core.snapshot import Snapshot
+from extproc.core.specs.check import CompiledSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRouting:
+    """A routing file compiled for the request path (independent of the registry)."""
+
+    config: Config
+    source: str
+    specs: Mapping[str, CompiledSpec]
+    ruleset: RuleSet
+    scheduler: Scheduler
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledRouting(source={self.source!r}, models={sorted(self.config.models)}, "
+            f"specs={sorted(self.specs)}, rules={list(self.ruleset.names)}, {self.scheduler!r})"
+        )
+
+
+def _base_dir(source: str) -> Path:
+    return Path(source).parent if source and not source.startswith("<") else Path.cwd()
+
+
+def compile_routing(config: Config, source: str = "<config>") -> CompiledRouting:
+    """Compile ``config``: specs (inline and ``spec_files`` relative to ``source``), rules
+    and scheduling profiles; :class:`ConfigError` lists every problem found."""
+    problems: list[str] = []
+    specs: Mapping[str, CompiledSpec] = {}
+    ruleset = RuleSet()
+    scheduler: Scheduler | None = None
+    try:
+        specs = compile_config_specs(config, _base_dir(source))
+    except ProblemsError as exc:
+        problems.extend(exc.problems)
+    try:
+        ruleset = compile_rules(list(config.rules), tenant_header=config.tenant_header)
+    except ProblemsError as exc:
+        problems.extend(exc.problems)
+    unknown = sorted(ruleset.target_models() - set(config.models))
+    if unknown:
+        problems.append(f"rules: route to undeclared model(s) {', '.join(unknown)}")
+    try:
+        scheduler = compile_scheduler(config)
+    except ProblemsError as exc:
+        problems.extend(exc.problems)
+    if problems or scheduler is None:
+        raise ConfigError(source, problems)
+    return CompiledRouting(config, source, specs, ruleset, scheduler)
+
+
+def router_state(compiled: CompiledRouting, snapshot: Snapshot | None) -> RouterState:
+    """The state the hot path reads: ``compiled`` with one registry ``snapshot``."""
+    limits = compiled.config.limits
+    return RouterState(
+        snapshot=snapshot,
+        scheduler=compiled.scheduler,
+        specs=compiled.specs,
+        ruleset=compiled.ruleset,
+        max_body_bytes=limits.max_body_bytes,
+        max_json_depth=limits.max_json_depth,
+    )
+
+
+__all__ = ["CompiledRouting", "compile_routing", "router_state"]

@@ -1,0 +1,324 @@
+"""Consul as the model registry: where deployments live and whether they are healthy.
+
+Mapping (documented in the README):
+
+* A Consul service carrying the tag ``service_tag`` (default ``model-router``) holds
+  deployments of models. Each instance's ``ServiceMeta`` says which:
+  ``model`` (default: the service name), ``version`` (required), ``protocol``,
+  ``deployment`` (default: ``<service>``), ``weight`` (default: ``Weights.Passing``),
+  ``max_inflight``; every other meta key is a capability (``accelerator=a100``,
+  ``max_context=8192``, ``domain=medical``) matched by ``x-model-capabilities``.
+* The instance's address (``Service.Address``, else the node's) and port are the
+  endpoint. Instances in maintenance, with a critical check, or (unless configured
+  routable) a warning check are excluded, and shown as such in ``explain``/metrics.
+* The routing file says how to route a model (protocol, versions, scheduling);
+  Consul says where it lives. A model only in Consul is routed with defaults.
+
+Watches use blocking queries: ``/v1/catalog/services`` for membership and one
+``/v1/health/service/<name>`` per model service. Errors back off with full jitter.
+If Consul becomes unreachable the last snapshot keeps serving; its age is exported
+as ``model_router_registry_staleness_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from extproc.control.errors import ConfigError
+from extproc.control.net import ResolveError, Resolver
+from extproc.control.registry.base import Registry, RegistryInputs
+from extproc.control.registry.consul_api import ConsulClient, ConsulSettings, ConsulUnavailable
+from extproc.control.registry.static import build_snapshot
+from extproc.control.schema import ConsulConfig, RegistryConfig
+from extproc.core.snapshot import Deployment, Endpoint, ModelEntry, Snapshot
+
+log = logging.getLogger("extproc.control.registry.consul")
+
+RESERVED_META = frozenset(
+    {"model", "version", "protocol", "deployment", "weight", "max_inflight", "spec"}
+)
+
+
+def instance_state(checks: list[Mapping[str, Any]]) -> str:
+    """passing / warning / critical / maintenance, from an instance's checks."""
+    state = "passing"
+    for c in checks:
+        cid = str(c.get("CheckID", ""))
+        status = c.get("Status")
+        if cid == "_node_maintenance" or cid.startswith("_service_maintenance:"):
+            return "maintenance"
+        if status == "critical":
+            state = "critical"
+        elif status == "warning" and state == "passing":
+            state = "warning"
+    return state
+
+
+class _Backoff:
+    def __init__(self, base: float = 0.5, cap: float = 10.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2**self.failures))  # full jitter
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class ConsulRegistry(Registry):
+    def __init__(
+        self,
+        consul: ConsulConfig,
+        inputs: RegistryInputs,
+        *,
+        generation: int = 0,
+        resolver: Resolver | None = None,
+    ) -> None:
+        super().__init__(inputs, generation=generation)
+        self._cfg = consul
+        self._resolver = resolver or Resolver()
+        self._client: ConsulClient | None = None
+        self._services: dict[str, list[dict[str, Any]]] = {}  # name -> health entries
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._synced = asyncio.Event()
+        self._catalog_seen = False
+        self._last_success: dict[str, float] = {}  # per watch
+        self._failing: set[str] = set()
+        self._down_since: float | None = None
+        self._from_file = False
+        self._rebuild_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        state = "reachable" if self._down_since is None else "unreachable"
+        return (
+            f"ConsulRegistry({self._client!r}, {state}, services={sorted(self._services)}, "
+            f"staleness={self.staleness_s:.1f}s, snapshot={self._snapshot!r})"
+        )
+
+    # -- Registry interface ------------------------------------------------------------
+
+    @property
+    def staleness_s(self) -> float:
+        """How old the snapshot may be: 0 while every watch is in sync (a parked blocking
+        query is fresh), else seconds since the oldest failing watch last answered."""
+        if not self._failing:
+            return 0.0
+        now = time.monotonic()
+        since = [self._last_success.get(w, self._down_since or now) for w in self._failing]
+        return now - min(since)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "type": "consul",
+            "address": self._client.settings.base_url if self._client else None,
+            "reachable": self._down_since is None,
+            "staleness_s": round(self.staleness_s, 3),
+            "from_file": self._from_file,
+            "services": sorted(self._services),
+        }
+
+    async def start(self) -> None:
+        self._client = ConsulClient(ConsulSettings.resolve(self._cfg))
+        await self._client.start()
+        self._spawn(self._watch_catalog(), "consul-catalog")
+        try:
+            await asyncio.wait_for(self._synced.wait(), self._cfg.startup_timeout_s)
+        except TimeoutError:
+            if self._cfg.fallback_to_file:
+                log.warning("Consul not synced at start-up; routing on the file's deployments")
+                self._from_file = True
+                try:
+                    fallback = await build_snapshot(self._inputs, self._resolver, self._generation)
+                except ConfigError as exc:
+                    log.error("cannot route on the file's deployments: %s", exc)
+                else:
+                    self._publish(fallback)
+            else:
+                log.warning("Consul not synced at start-up; NOT_SERVING until it answers")
+
+    def reusable_for(self, config: RegistryConfig) -> bool:
+        """Same Consul settings: keep the watches, only learn the new routing file."""
+        return config.type == "consul" and config.consul == self._cfg
+
+    async def reconfigure(self, inputs: RegistryInputs) -> None:
+        self._inputs = inputs
+        if self._catalog_seen:
+            await self._rebuild()
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *self._watches.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
+    # -- watches -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _ok(self, watch: str) -> None:
+        self._last_success[watch] = time.monotonic()
+        self._failing.discard(watch)
+        if self._down_since is not None and not self._failing:
+            log.warning(
+                "Consul reachable again after %.1fs; resuming live updates",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
+    def _failed(self, watch: str, exc: Exception) -> None:
+        self._failing.add(watch)
+        if self._down_since is None:  # log once per outage, not per retry or per watch
+            self._down_since = time.monotonic()
+            log.error("Consul unreachable (%s); routing on the last snapshot", exc)
+
+    async def _watch_catalog(self) -> None:
+        assert self._client is not None
+        index, backoff = 0, _Backoff()
+        while True:
+            try:
+                data, index = await self._client.blocking_get(
+                    "/v1/catalog/services", index, self._cfg.wait_s
+                )
+            except ConsulUnavailable as exc:
+                self._failed("catalog", exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self._ok("catalog")
+            wanted = {name for name, tags in data.items() if self._cfg.service_tag in (tags or [])}
+            for name in set(self._watches) - wanted:
+                self._watches.pop(name).cancel()
+                self._services.pop(name, None)
+                self._last_success.pop(name, None)
+                self._failing.discard(name)
+            for name in wanted - set(self._watches):
+                self._watches[name] = asyncio.create_task(
+                    self._watch_service(name), name=f"consul-health-{name}"
+                )
+            self._catalog_seen = True
+            await self._rebuild()
+
+    async def _watch_service(self, name: str) -> None:
+        assert self._client is not None
+        index, backoff = 0, _Backoff()
+        while True:
+            try:
+                data, index = await self._client.blocking_get(
+                    f"/v1/health/service/{name}", index, self._cfg.wait_s
+                )
+            except ConsulUnavailable as exc:
+                self._failed(name, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self._ok(name)
+            self._services[name] = list(data or [])
+            await self._rebuild()
+
+    # -- snapshot ----------------------------------------------------------------------
+
+    async def _address(self, host: str, port: int) -> str | None:
+        try:
+            return await self._resolver.address(host, port)
+        except ResolveError as exc:
+            log.error("Consul instance address: %s", exc)
+            return None
+
+    async def _rebuild(self) -> None:
+        async with self._rebuild_lock:  # watches finish in any order; build one at a time
+            await self._rebuild_locked()
+
+    async def _rebuild_locked(self) -> None:
+        if not self._catalog_seen or set(self._watches) - set(self._services):
+            return  # not every watched service has answered once yet
+        routable = set(self._cfg.routable_states)
+        groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for service, entries in sorted(self._services.items()):
+            for entry in entries:
+                svc = entry.get("Service") or {}
+                meta = {str(k): str(v) for k, v in (svc.get("Meta") or {}).items()}
+                model = meta.get("model") or service
+                version = meta.get("version")
+                if not version:
+                    log.warning("Consul instance %s of %s has no version meta; ignored",
+                                svc.get("ID"), service)  # fmt: skip
+                    continue
+                host = svc.get("Address") or (entry.get("Node") or {}).get("Address") or ""
+                address = await self._address(host, int(svc.get("Port") or 0))
+                if address is None:
+                    continue
+                state = instance_state(entry.get("Checks") or [])
+                tags = {k: v for k, v in meta.items() if k not in RESERVED_META}
+                name = meta.get("deployment") or service
+                g = groups.setdefault(
+                    (model, version, name),
+                    {
+                        "protocol": meta.get("protocol"),
+                        "spec": meta.get("spec"),
+                        "tags": tags,
+                        "eps": [],
+                        "excluded": [],
+                    },
+                )
+                try:
+                    weight = int(meta.get("weight") or (svc.get("Weights") or {}).get("Passing", 1))
+                except ValueError:
+                    weight = 1
+                if state in routable:
+                    g["eps"].append(Endpoint(address, name, weight))
+                else:
+                    g["excluded"].append((address, state))
+        models: dict[str, ModelEntry] = {}
+        file_models = self._inputs.models
+        by_model: dict[str, list[Deployment]] = {}
+        protocols: dict[str, str] = {}
+        spec_refs: dict[str, str] = {}
+        for (model, version, name), g in groups.items():
+            by_model.setdefault(model, []).append(
+                Deployment(
+                    name=name,
+                    model=model,
+                    version=version,
+                    endpoints=tuple(g["eps"]),
+                    weight=max((e.weight for e in g["eps"]), default=1),
+                    tags=g["tags"],
+                    excluded=tuple(g["excluded"]),
+                )
+            )
+            if g["protocol"]:
+                protocols.setdefault(model, g["protocol"])
+            if g["spec"]:
+                spec_refs.setdefault(model, g["spec"])
+        for name in sorted(set(file_models) | set(by_model)):
+            deps = tuple(by_model.get(name, ()))
+            declared = file_models[name].versions if name in file_models else ()
+            versions = tuple(dict.fromkeys([*declared, *(d.version for d in deps)]))
+            protocol = (
+                file_models[name].protocol
+                if name in file_models
+                else protocols.get(name, "generic")
+            )
+            ref = spec_refs.get(name)
+            if ref is not None and ref not in self._inputs.spec_names:
+                log.warning(
+                    "model %s: Consul meta names spec %r, which no spec file has", name, ref
+                )
+                ref = None
+            models[name] = ModelEntry(name, protocol, versions, deps, spec=ref)
+        gen = self._snapshot.generation + 1 if self._snapshot else self._generation
+        self._from_file = False
+        self._publish(Snapshot(models=models, source=f"consul {self._client!r}", generation=gen))
+        self._synced.set()

@@ -1,0 +1,202 @@
+"""Keeping the hot path's state current: the routing file, its reloads and the registry.
+
+:class:`Reloader` owns the compiled routing file and the registry backend. Every
+registry snapshot and every accepted reload becomes a new
+:class:`~extproc.core.flow.RouterState`, handed to ``on_state`` (the server swaps it
+in; open streams finish on the state they started with).
+
+A reload is refused, and the previous file keeps serving, when the new file does not
+load or compile, or when it changes a setting that is fixed at start-up
+(:data:`STARTUP_ONLY`): the message names the setting and says to restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from extproc.control.compile import CompiledRouting, compile_routing, router_state
+from extproc.control.errors import ConfigError
+from extproc.control.loading import load_config
+from extproc.control.registry import Registry, RegistryInputs, make_registry
+from extproc.control.schema import Config
+from extproc.core.flow import RouterState
+from extproc.core.snapshot import Snapshot
+
+log = logging.getLogger("extproc.control.reload")
+
+STARTUP_ONLY = (
+    "listener.host",
+    "listener.port",
+    "listener.metrics_port",
+    "listener.workers",
+    "listener.pin_cpu",
+    "limits.max_body_bytes",
+    "failure_mode",
+    "envoy",
+)
+"""Settings read once at start-up: sockets, processes, gRPC message limits, and what
+is rendered into Envoy's bootstrap. Changing one needs a restart."""
+
+StateListener = Callable[[RouterState], None]
+
+
+def _get(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def startup_only_changes(old: Config, new: Config) -> list[str]:
+    """The :data:`STARTUP_ONLY` settings ``new`` changes, each with old and new value."""
+    out = []
+    for key in STARTUP_ONLY:
+        before, after = _get(old, key), _get(new, key)
+        if before != after:
+            shown = "" if key == "envoy" else f" ({before!r} -> {after!r})"
+            out.append(f"{key}: changed{shown}; it is fixed at start-up, restart to apply it")
+    return out
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def load_routing(path: Path) -> CompiledRouting:
+    """Load and compile a routing file (blocking: reads files)."""
+    return compile_routing(load_config(path), str(path))
+
+
+class Reloader:
+    """The routing file, its registry and the state they compile to."""
+
+    def __init__(
+        self,
+        compiled: CompiledRouting,
+        *,
+        path: Path | None,
+        on_state: StateListener,
+        on_reload: Callable[[str], None] = lambda result: None,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self.compiled = compiled
+        self.path = path
+        self.watch_interval_s = watch_interval_s
+        self._on_state = on_state
+        self._on_reload = on_reload
+        self._registry: Registry | None = None
+        self._lock = asyncio.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Reloader(path={str(self.path) if self.path else None!r}, "
+            f"registry={self._registry!r}, compiled={self.compiled!r})"
+        )
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise RuntimeError("Reloader.start() has not run")
+        return self._registry
+
+    def _inputs(self, compiled: CompiledRouting) -> RegistryInputs:
+        return RegistryInputs.of(compiled.config, compiled.source, frozenset(compiled.specs))
+
+    def _new_registry(self, compiled: CompiledRouting, generation: int) -> Registry:
+        registry = make_registry(
+            compiled.config.registry, self._inputs(compiled), generation=generation
+        )
+        registry.add_listener(lambda snap: self._on_snapshot(registry, snap))
+        return registry
+
+    def _on_snapshot(self, registry: Registry, snapshot: Snapshot) -> None:
+        if registry is self._registry:  # a registry being replaced publishes nothing
+            self._on_state(router_state(self.compiled, snapshot))
+
+    def prepare(self) -> RouterState:
+        """Create the registry (not started yet) and return the first state: no snapshot,
+        so requests get a 503 and health stays NOT_SERVING until the registry syncs."""
+        self._registry = self._new_registry(self.compiled, 0)
+        return router_state(self.compiled, None)
+
+    async def start(self) -> None:
+        """Start the registry (it publishes its snapshots) and the file watch."""
+        if self._registry is None:
+            self.prepare()
+        await self.registry.start()
+        if self.path is not None:
+            self._stamp = _file_stamp(self.path)
+            self._watch = asyncio.create_task(self._watch_file(), name="watch-routing-file")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self._registry is not None:
+            await self._registry.stop()
+
+    async def reload(self) -> bool:
+        """Load the routing file again; keep the current one if the new one is refused."""
+        if self.path is None:
+            return False
+        async with self._lock:
+            self._stamp = _file_stamp(self.path)  # the watcher must not load it twice
+            old = self.registry
+            snap = old.snapshot
+            generation = snap.generation + 1 if snap is not None else 0
+            try:
+                compiled = await asyncio.to_thread(load_routing, self.path)
+                refused = startup_only_changes(self.compiled.config, compiled.config)
+                if refused:
+                    raise ConfigError(str(self.path), refused)
+                if old.reusable_for(compiled.config.registry):
+                    registry = old
+                    self.compiled = compiled
+                    await old.reconfigure(self._inputs(compiled))
+                else:
+                    registry = self._new_registry(compiled, generation)
+                    await registry.start()
+            except ConfigError as exc:
+                self._on_reload("error")
+                log.error(
+                    "reload rejected, keeping the previous routing file: %s",
+                    "; ".join(exc.problems),
+                    extra={"source": exc.source},
+                )
+                return False
+            self.compiled = compiled
+            self._registry = registry
+            self._on_state(router_state(compiled, registry.snapshot))  # the atomic swap
+            self._on_reload("success")
+            log.info("routing file reloaded", extra={"generation": generation})
+            if registry is not old:
+                await old.stop()
+            return True
+
+    async def _watch_file(self) -> None:
+        """Reload when the file changes and then holds still (editors write in steps)."""
+        assert self.path is not None
+        settle = min(0.1, self.watch_interval_s)
+        while True:
+            await asyncio.sleep(self.watch_interval_s)
+            stamp = _file_stamp(self.path)
+            if stamp is None or stamp == self._stamp:
+                continue
+            while True:  # wait until two looks in a row agree
+                await asyncio.sleep(settle)
+                again = _file_stamp(self.path)
+                if again == stamp:
+                    break
+                stamp = again
+            await self.reload()

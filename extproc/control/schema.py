@@ -1,0 +1,321 @@
+"""The routing file's schema: plain typed, frozen config data (pydantic models).
+
+Loading (YAML with line numbers) is :mod:`extproc.control.loading`; turning a
+``Config`` into what the hot path reads (compiled specs, rules and scheduling
+profiles) is :mod:`extproc.control.compile`. Nothing here compiles or does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from extproc.control.net import is_ip, join_host_port
+from extproc.core.protocols.json_body import DEFAULT_MAX_DEPTH
+from extproc.core.request import ProtocolName
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+GRPC_OVERHEAD_BYTES = 256 * 1024
+"""Headers, metadata and framing on top of a body in one ext_proc gRPC message."""
+_HOSTPORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
+)
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class FailureMode(StrEnum):
+    """What Envoy does when the router cannot answer (down, timeout)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ListenerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    """gRPC port of worker 0; worker *i* listens on ``port + i``."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    """Prometheus port of worker 0 (worker *i*: ``metrics_port + i``); 0 disables."""
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    grace_period_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """On SIGTERM: how long open streams may take to finish."""
+    pin_cpu: bool = False
+    """Pin worker *i* to CPU *i* (mod CPUs): keeps grpc.aio's thread hand-offs on one core
+    (measured: ~20% less router CPU per request at moderate load on 2 cores)."""
+    drain_delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
+    """On SIGTERM: how long to report NOT_SERVING, still serving, before stopping, so
+    health checkers (Envoy's ext_proc cluster checks every 2 s) move traffic first."""
+
+
+class EnvoyConfig(_Strict):
+    """Settings used when the router renders Envoy's bootstrap (``model-router up``)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=1, le=65535)] = 10000
+    admin_port: Annotated[int, Field(ge=1, le=65535)] = 9901
+    message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
+    route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
+    stream_idle_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 300
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
+    """Largest request body (bytes on the wire, and inflated size of a gzip body)."""
+    max_json_depth: Annotated[int, Field(ge=8, le=1000)] = DEFAULT_MAX_DEPTH
+    """Deepest JSON nesting accepted in a body (deeper is a 400)."""
+
+    @property
+    def grpc_max_message_bytes(self) -> int:
+        """The gRPC message limit both Envoy and the router use: a whole body plus framing."""
+        return self.max_body_bytes + GRPC_OVERHEAD_BYTES
+
+
+class ConsulConfig(_Strict):
+    """Consul connection and mapping. Unset fields fall back to Consul's own environment
+    variables (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+    CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CLIENT_CERT,
+    CONSUL_CLIENT_KEY, CONSUL_DATACENTER), then to Consul's defaults."""
+
+    address: str | None = None
+    token: str | None = None
+    datacenter: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_verify: bool | None = None
+    service_tag: Annotated[str, Field(min_length=1)] = "model-router"
+    """Only services carrying this tag are model deployments."""
+    routable_states: tuple[Literal["passing", "warning"], ...] = ("passing",)
+    """Health states that may receive traffic; add ``warning`` to route to warning instances."""
+    wait_s: Annotated[int, Field(ge=1, le=600)] = 30
+    """Blocking-query wait: Consul answers at once on change, else after this long."""
+    startup_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    fallback_to_file: bool = False
+    """Consul unreachable at start-up: route on this file's ``deployments`` meanwhile
+    (otherwise stay NOT_SERVING until Consul answers)."""
+
+
+class RegistryConfig(_Strict):
+    type: Literal["static", "consul"] = "static"
+    consul: ConsulConfig = ConsulConfig()
+
+
+DEFAULT_FILTERS = ("routable", "version", "capabilities", "subset")
+"""The default profile's filters: today's routing, as scheduling plugins."""
+
+
+class PluginRef(_Strict):
+    """A scheduling plugin by its registered name, with its typed parameters."""
+
+    type: Annotated[str, Field(min_length=1)]
+    params: Mapping[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+
+class ScorerRef(PluginRef):
+    weight: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    """Scores (each in [0, 1]) are summed with these weights; the picker reads the sum."""
+
+
+class ProfileConfig(_Strict):
+    """filters -> weighted scorers -> picker (the Gateway API Inference Extension's shape)."""
+
+    filters: tuple[PluginRef, ...] = tuple(PluginRef(type=f) for f in DEFAULT_FILTERS)
+    scorers: tuple[ScorerRef, ...] = ()
+    picker: PluginRef = PluginRef(type="round_robin")
+    max_fallbacks: Annotated[int, Field(ge=0, le=16)] | None = None
+    """Endpoints after the primary; default: ``scheduling.max_fallbacks``."""
+
+
+class SchedulingConfig(_Strict):
+    """Named profiles, the one models use by default, and the built-in ``default`` profile's
+    picker and fallbacks (``picker: weighted_random`` is shorthand for that profile)."""
+
+    profile: str = "default"
+    """The profile of models that do not name one."""
+    picker: PluginRef | None = None
+    """The built-in ``default`` profile's picker (round robin when unset)."""
+    max_fallbacks: Annotated[int, Field(ge=0, le=16)] = 2
+    profiles: Mapping[str, ProfileConfig] = Field(default_factory=dict)
+
+
+class ModelSchedulingConfig(_Strict):
+    """A model's profile by name; or, as shorthand, the default filters with another picker."""
+
+    profile: str | None = None
+    picker: PluginRef | None = None
+    max_fallbacks: Annotated[int, Field(ge=0, le=16)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelSchedulingConfig:
+        if self.profile is not None and self.picker is not None:
+            raise ValueError("name a profile or a picker, not both")
+        return self
+
+
+class FailOpenConfig(_Strict):
+    """Where Envoy sends OpenAI-path requests when the router is down and mode is open.
+
+    Envoy cannot read the body's ``model`` then; it routes on ``x-model`` or the KServe
+    path, and otherwise to the model named here for each OpenAI path.
+    """
+
+    chat_model: str | None = None
+    completions_model: str | None = None
+    embeddings_model: str | None = None
+
+
+class ModelConfig(_Strict):
+    protocol: ProtocolName
+    versions: Annotated[tuple[str, ...], Field(min_length=1)]
+    scheduling: ModelSchedulingConfig | None = None
+    spec: Mapping[str, Any] | None = None
+    """Inline model spec: ``{openai: {...}}`` or ``{kserve_v2: {...}}`` (see README)."""
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            out = []
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, str | int):
+                    raise ValueError("each version must be a string (or an integer)")
+                out.append(str(v))
+            if len(set(out)) != len(out):
+                raise ValueError("versions must be unique")
+            return tuple(out)
+        return value
+
+
+class Endpoint(_Strict):
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return join_host_port(self.host, self.port)
+
+    @property
+    def is_ip(self) -> bool:
+        return is_ip(self.host)
+
+
+class DeploymentConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    model: str
+    version: str
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
+    weight: Annotated[int, Field(ge=0, le=10000)] = 1
+    tags: Mapping[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _parse_endpoints(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        out: list[Any] = []
+        for item in value:
+            if not isinstance(item, str):
+                out.append(item)
+                continue
+            m = _HOSTPORT.match(item.strip())
+            if m is None or not 1 <= int(m["port"]) <= 65535:
+                raise ValueError(f"endpoint {item!r} is not host:port (IPv6 as [addr]:port)")
+            out.append({"host": m["v6"] or m["host"], "port": int(m["port"])})
+        return out
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for k in value:
+                if not isinstance(k, str) or not _TAG_KEY.match(k):
+                    raise ValueError(f"tag key {k!r} must match {_TAG_KEY.pattern}")
+            return {k: str(v) for k, v in value.items()}
+        return value
+
+
+class Config(_Strict):
+    """The whole routing file."""
+
+    listener: ListenerConfig = ListenerConfig()
+    envoy: EnvoyConfig = EnvoyConfig()
+    failure_mode: FailureMode = FailureMode.CLOSED
+    fail_open: FailOpenConfig = FailOpenConfig()
+    limits: LimitsConfig = LimitsConfig()
+    registry: RegistryConfig = RegistryConfig()
+    scheduling: SchedulingConfig = SchedulingConfig()
+    spec_files: tuple[str, ...] = ()
+    """Files of model specs in the neutral form (model name -> spec), JSON or YAML,
+    relative to the routing file."""
+    models: Mapping[str, ModelConfig] = Field(default_factory=dict)
+    deployments: tuple[DeploymentConfig, ...] = ()
+    tenant_header: str = "x-tenant-id"
+    """The header content rules read as ``tenant``."""
+    rules: tuple[Any, ...] = ()
+    """Content rules, evaluated in order; the first that matches applies (docs/rules.md)."""
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Config:
+        problems: list[str] = []
+        if not self.models:
+            problems.append("models: declare at least one model")
+        seen: set[str] = set()
+        for i, dep in enumerate(self.deployments):
+            where = f"deployments[{i}]"
+            if dep.name in seen:
+                problems.append(f"{where}.name: duplicate deployment name {dep.name!r}")
+            seen.add(dep.name)
+            model = self.models.get(dep.model)
+            if model is None:
+                problems.append(f"{where}.model: {dep.model!r} is not declared under models")
+            elif dep.version not in model.versions:
+                problems.append(
+                    f"{where}.version: {dep.version!r} is not one of model "
+                    f"{dep.model!r} versions {list(model.versions)}"
+                )
+        fo = self.fail_open
+        for key in ("chat_model", "completions_model", "embeddings_model"):
+            name = getattr(fo, key)
+            if name is not None and name not in self.models:
+                problems.append(f"fail_open.{key}: {name!r} is not declared under models")
+        profiles = {"default", *self.scheduling.profiles}
+        if self.scheduling.profile not in profiles:
+            problems.append(
+                f"scheduling.profile: {self.scheduling.profile!r} is not a profile "
+                f"(declared: {', '.join(sorted(profiles))})"
+            )
+        for name, m in self.models.items():
+            ref = m.scheduling.profile if m.scheduling is not None else None
+            if ref is not None and ref not in profiles:
+                problems.append(
+                    f"models.{name}.scheduling.profile: {ref!r} is not a profile "
+                    f"(declared: {', '.join(sorted(profiles))})"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def worker_ports(self) -> list[int]:
+        return [self.listener.port + i for i in range(self.listener.workers)]
+
+    def deployments_of(self, model: str) -> list[DeploymentConfig]:
+        return [d for d in self.deployments if d.model == model]

@@ -1,0 +1,97 @@
+"""Domain errors raised while understanding and routing a request.
+
+Every error a client can cause is a :class:`RouterError` carrying its HTTP status,
+a stable machine-readable ``type``, a human message and, where the problem is about
+one JSON value, ``field`` as a JSON Pointer into the decoded body. ``envoy_wire.py``
+is the single place that turns them into Envoy ``ImmediateResponse`` messages.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Base class: a request that cannot be routed, with the status to answer."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, type={self.type!r}, "
+            f"message={self.message!r}, field={self.field!r})"
+        )
+
+
+class MethodNotAllowed(RouterError):
+    status = 405
+    type = "method_not_allowed"
+
+
+class UnsupportedMediaType(RouterError):
+    status = 415
+    type = "unsupported_media_type"
+
+
+class BodyTooLarge(RouterError):
+    status = 413
+    type = "body_too_large"
+
+
+class InvalidBody(RouterError):
+    """The body cannot be read as one JSON object (empty, malformed, not UTF-8...)."""
+
+    status = 400
+    type = "invalid_body"
+
+
+class InvalidRequest(RouterError):
+    """The body parses but is not a well-formed request for its protocol."""
+
+    status = 400
+    type = "invalid_request"
+
+
+class ModelNotFound(RouterError):
+    status = 404
+    type = "model_not_found"
+
+
+class VersionNotFound(RouterError):
+    status = 404
+    type = "version_not_found"
+
+
+class SpecViolation(RouterError):
+    """Well-formed, but breaks the model's registered spec."""
+
+    status = 422
+    type = "spec_violation"
+
+    def __init__(self, message: str, *, field: str | None = None, rule: str = "spec") -> None:
+        super().__init__(message, field=field)
+        self.rule = rule
+        """Which spec rule was broken (``max_tokens``, ``json_schema``, ``tensor_shape``...)."""
+
+
+class NoHealthyDeployment(RouterError):
+    status = 503
+    type = "no_healthy_deployment"
+
+
+class Overloaded(RouterError):
+    """The request is shed (endpoint picker protocol: 429)."""
+
+    status = 429
+    type = "overloaded"
+
+
+class InternalError(RouterError):
+    """A bug or unexpected failure inside the router (never the client's fault)."""
+
+    status = 500
+    type = "internal_error"

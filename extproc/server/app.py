@@ -1,0 +1,178 @@
+"""One router worker: :class:`Server` owns start-up and shutdown.
+
+It composes the gRPC pump (:mod:`extproc.server.pump`), health
+(:mod:`extproc.server.health`), the metrics endpoint (:mod:`extproc.server.metrics`)
+and the reloader (:mod:`extproc.control.reload`), which hands it a new state on every
+reload and registry change. Shutdown is graceful: health goes NOT_SERVING first, then
+``server.stop(grace)`` lets open streams finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from grpc_health.v1 import health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from extproc.control.compile import CompiledRouting
+from extproc.control.reload import Reloader
+from extproc.core.flow import RouterState
+from extproc.server.health import HealthReporter
+from extproc.server.metrics import Metrics, serve_metrics
+from extproc.server.pump import CurrentState, ExternalProcessor
+
+log = logging.getLogger("extproc.server")
+
+
+class Server:
+    """One worker: gRPC ext_proc + health, the metrics endpoint and reloads."""
+
+    def __init__(
+        self,
+        compiled: CompiledRouting,
+        *,
+        config_path: str | Path | None = None,
+        worker: int = 0,
+        registry: CollectorRegistry | None = None,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        listener = compiled.config.listener
+        self.worker = worker
+        self.host = listener.host
+        self.port = listener.port + worker
+        self.metrics_port = listener.metrics_port + worker if listener.metrics_port else 0
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.health = HealthReporter()
+        self.reloader = Reloader(
+            compiled,
+            path=Path(config_path) if config_path else None,
+            on_state=self._on_state,
+            on_reload=lambda result: self.metrics.reloads.labels(result).inc(),
+            watch_interval_s=watch_interval_s,
+        )
+        self._current: CurrentState | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._should_exit = asyncio.Event()
+        self.bound_port = 0
+        self.bound_metrics_port = 0
+
+    def __repr__(self) -> str:
+        state = self._current.state if self._current else None
+        return (
+            f"Server(worker={self.worker}, grpc={self.host}:{self.bound_port}, "
+            f"metrics={self.bound_metrics_port}, {self.health!r}, state={state!r})"
+        )
+
+    @property
+    def state(self) -> RouterState:
+        if self._current is None:
+            raise RuntimeError("Server.startup() has not run")
+        return self._current.state
+
+    @property
+    def compiled(self) -> CompiledRouting:
+        return self.reloader.compiled
+
+    def _on_state(self, state: RouterState) -> None:
+        """A new state from the reloader: swap it in, publish its snapshot, get ready."""
+        if self._current is None:
+            return  # not started: startup() takes the first state from prepare()
+        self._current.state = state  # the atomic swap: open streams keep theirs
+        if state.snapshot is not None:
+            self.metrics.publish_snapshot(state.snapshot)
+            if not self.health.ready:
+                self._spawn(self.health.set_ready(True), f"health-serving-{self.worker}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        return await self.reloader.reload()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        limit = self.compiled.config.limits.grpc_max_message_bytes
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
+        self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+        if self.bound_port == 0:
+            raise OSError(f"cannot listen on {self.host}:{self.port}")
+        if self.metrics_port:
+            self._http, self.bound_metrics_port = await serve_metrics(
+                self.metrics.registry, self.host, self.metrics_port, worker=self.worker
+            )
+        # The first state exists before the registry syncs (it answers 503 until then).
+        self._current = CurrentState(self.reloader.prepare())
+        self.metrics.staleness.set_function(lambda: self.reloader.registry.staleness_s)
+        ep_grpc.add_ExternalProcessorServicer_to_server(
+            ExternalProcessor(self._current, self.metrics), self._grpc
+        )
+        await self._grpc.start()
+        await self.health.set_ready(False)
+        # gRPC is up (NOT_SERVING) before the registry syncs, so health checkers see why.
+        await self.reloader.start()
+        if self.reloader.registry.ready:
+            await self.health.set_ready(True)
+        self.metrics.reloads.labels("success").inc()
+        log.info(
+            "ext_proc worker serving",
+            extra={"grpc": f"{self.host}:{self.bound_port}", "metrics": self.bound_metrics_port},
+        )
+
+    async def shutdown(self) -> None:
+        """NOT_SERVING first, so Envoy and load balancers stop sending; then drain."""
+        listener = self.compiled.config.listener
+        await self.health.shutdown()
+        if listener.drain_delay_s:
+            await asyncio.sleep(listener.drain_delay_s)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc is not None:
+            await self._grpc.stop(listener.grace_period_s)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.reloader.stop()
+        log.info("ext_proc worker stopped", extra={"worker": self.worker})
+
+    def request_exit(self) -> None:
+        self._should_exit.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_exit)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload(), "sighup"))
+
+    async def _reload(self) -> None:
+        await self.reload()
+
+    async def serve(self) -> None:
+        self.install_signal_handlers()
+        await self.startup()
+        try:
+            await self._should_exit.wait()
+        finally:
+            await self.shutdown()

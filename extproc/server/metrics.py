@@ -1,0 +1,201 @@
+"""Prometheus collectors, all on an injected ``CollectorRegistry``.
+
+Label values never come from the client: a model label is a registered model
+name or ``__unregistered__``, so hostile requests cannot blow up cardinality.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from extproc.core.errors import SpecViolation
+from extproc.core.flow import Outcome
+from extproc.core.snapshot import Snapshot
+
+UNREGISTERED = "__unregistered__"
+NO_MODEL = "__none__"
+
+# Router-internal latencies are tens of microseconds to a few milliseconds.
+_FAST_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """Every collector the router exports; label children are cached for the hot path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        ns = "model_router"
+        self.requests = Counter(
+            f"{ns}_requests",
+            "Requests handled, by model and outcome (routed, rejected, failed).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{ns}_errors",
+            "Requests answered with an error, by error type and HTTP status.",
+            ["type", "status"],
+            registry=registry,
+        )
+        self.validation = Counter(
+            f"{ns}_validation_failures",
+            "Requests rejected by a model's spec (422), by model and rule.",
+            ["model", "rule"],
+            registry=registry,
+        )
+        self.rules = Counter(
+            f"{ns}_rule_matches",
+            "Requests a content rule applied to, by rule name.",
+            ["rule"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            f"{ns}_request_duration_seconds",
+            "Time a request spends in the router: from its headers arriving to the final answer.",
+            ["path"],
+            buckets=_FAST_BUCKETS,
+            registry=registry,
+        )
+        self.phase = Histogram(
+            f"{ns}_phase_duration_seconds",
+            "Time per phase: decision (router CPU), body_transfer (headers answered to body "
+            "received, Envoy buffering and sending the body), stream (whole ext_proc stream).",
+            ["phase"],
+            buckets=_FAST_BUCKETS,
+            registry=registry,
+        )
+        self.body_bytes = Histogram(
+            f"{ns}_request_body_bytes",
+            "Size of request bodies the router had to inspect.",
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+            registry=registry,
+        )
+        self.inflight = Gauge(f"{ns}_inflight_streams", "Open ext_proc streams.", registry=registry)
+        self.internal_errors = Counter(
+            f"{ns}_internal_errors",
+            "Unexpected exceptions caught at the per-request boundary.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            f"{ns}_config_reloads",
+            "Routing-file reload attempts by result (success, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.config_generation = Gauge(
+            f"{ns}_config_generation",
+            "Generation of the routing snapshot in use.",
+            registry=registry,
+        )
+        self.last_reload = Gauge(
+            f"{ns}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful (re)load of the routing file.",
+            registry=registry,
+        )
+        self.endpoints = Gauge(
+            f"{ns}_registry_endpoints",
+            "Endpoints in the registry snapshot, by model, version, deployment and state.",
+            ["model", "version", "deployment", "state"],
+            registry=registry,
+        )
+        self.staleness = Gauge(
+            f"{ns}_registry_staleness_seconds",
+            "Seconds since the registry backend (Consul) last answered; 0 for the routing file.",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, ...], Counter] = {}
+        self._headers_only = self.duration.labels("headers")
+        self._with_body = self.duration.labels("body")
+        self._decision = self.phase.labels("decision")
+        self._transfer = self.phase.labels("body_transfer")
+        self._stream = self.phase.labels("stream")
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(
+        self,
+        outcome: Outcome,
+        *,
+        decision_s: float,
+        in_router_s: float,
+        body_transfer_s: float | None,
+    ) -> None:
+        err = outcome.error
+        if err is None:
+            model = outcome.model or NO_MODEL
+            result = "routed"
+        else:
+            model = outcome.model or UNREGISTERED
+            result = "failed" if err.status >= 500 else "rejected"
+            self._child(self.errors, err.type, str(err.status)).inc()
+            if isinstance(err, SpecViolation):
+                self._child(self.validation, model, err.rule).inc()
+        self._child(self.requests, model, result).inc()
+        if outcome.rule is not None:
+            self._child(self.rules, outcome.rule.rule).inc()
+        self._decision.observe(decision_s)
+        if outcome.used_body:
+            self._with_body.observe(in_router_s)
+            self.body_bytes.observe(outcome.body_bytes)
+        else:
+            self._headers_only.observe(in_router_s)
+        if body_transfer_s is not None:
+            self._transfer.observe(body_transfer_s)
+
+    def observe_stream(self, seconds: float) -> None:
+        self._stream.observe(seconds)
+
+    def publish_snapshot(self, snapshot: Snapshot) -> None:
+        """Registry gauges for a new snapshot: endpoints by state, generation, load time."""
+        g = self.endpoints
+        g.clear()
+        for model in snapshot.models.values():
+            for dep in model.deployments:
+                counts = {"routable" if dep.routable else "disabled": len(dep.endpoints)}
+                for _, why in dep.excluded:  # e.g. critical, warning, maintenance (Consul)
+                    counts[why] = counts.get(why, 0) + 1
+                for state, n in counts.items():
+                    g.labels(model.name, dep.version, dep.name, state).set(n)
+        self.config_generation.set(snapshot.generation)
+        self.last_reload.set(time.time())
+
+
+async def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, worker: int = 0
+) -> tuple[web.AppRunner, int]:
+    """``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port``; the runner and port."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "worker": worker})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    return runner, (sockets[0].getsockname()[1] if sockets else port)

@@ -1,0 +1,90 @@
+"""The reloader: states for every snapshot and reload, refused reloads, no sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from extproc.control.loading import parse_config
+from extproc.control.reload import Reloader, load_routing, startup_only_changes
+from extproc.core.flow import RouterState
+from extproc.core.snapshot import Snapshot
+
+ROUTES = """
+models: {m: {protocol: openai, versions: ['1']}}
+deployments: [{name: d, model: m, version: '1', endpoints: ['127.0.0.1:9']}]
+"""
+
+
+def _reloader(tmp_path: Path, text: str = ROUTES) -> tuple[Reloader, list[RouterState], list[str]]:
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    states: list[RouterState] = []
+    results: list[str] = []
+    reloader = Reloader(
+        load_routing(path), path=path, on_state=states.append, on_reload=results.append,
+        watch_interval_s=3600,
+    )  # fmt: skip
+    return reloader, states, results
+
+
+async def test_first_state_has_no_snapshot_then_the_registry_publishes(tmp_path: Path) -> None:
+    reloader, states, _ = _reloader(tmp_path)
+    first = reloader.prepare()
+    assert first.snapshot is None
+    await reloader.start()
+    try:
+        assert states and states[-1].snapshot is not None
+        assert "m" in states[-1].snapshot.models
+    finally:
+        await reloader.stop()
+
+
+async def test_a_snapshot_from_a_registry_not_in_use_is_ignored(tmp_path: Path) -> None:
+    reloader, states, _ = _reloader(tmp_path)
+    await reloader.start()
+    try:
+        before = len(states)
+        other = reloader._new_registry(reloader.compiled, 7)  # e.g. one a reload is building
+        other._publish(Snapshot(models={}, source="other", generation=7))
+        assert len(states) == before
+    finally:
+        await reloader.stop()
+
+
+async def test_reload_counts_once_and_swaps_the_state(tmp_path: Path) -> None:
+    reloader, states, results = _reloader(tmp_path)
+    await reloader.start()
+    try:
+        (tmp_path / "routes.yaml").write_text(ROUTES.replace("127.0.0.1:9", "127.0.0.1:10"))
+        assert await reloader.reload()
+        assert results == ["success"]
+        snap = states[-1].snapshot
+        assert snap is not None and snap.models["m"].deployments[0].endpoints[0].address == (
+            "127.0.0.1:10"
+        )
+        # The watcher sees the stamp the reload recorded: it does not load the file again.
+        assert reloader._stamp is not None
+    finally:
+        await reloader.stop()
+
+
+async def test_a_startup_only_change_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    reloader, states, results = _reloader(tmp_path)
+    await reloader.start()
+    try:
+        current = states[-1]
+        (tmp_path / "routes.yaml").write_text("listener: {port: 6000}\n" + ROUTES)
+        assert not await reloader.reload()
+        assert results == ["error"]
+        assert states[-1] is current
+    finally:
+        await reloader.stop()
+
+
+def test_startup_only_changes_name_each_setting() -> None:
+    old = parse_config(ROUTES)
+    new = parse_config("listener: {workers: 2}\nlimits: {max_body_bytes: 2048}\n" + ROUTES)
+    found = startup_only_changes(old, new)
+    assert [f.split(":")[0] for f in found] == ["listener.workers", "limits.max_body_bytes"]
+    assert all("restart" in f for f in found)
+    assert startup_only_changes(old, parse_config(ROUTES + "tenant_header: x-team\n")) == []
