@@ -10,25 +10,21 @@ A spec file maps a model name to::
                    "outputs": [{"name", "datatype", "shape"}]}}
 
 Every problem is reported with the JSON Pointer of the offending key
-(:class:`SpecError`). ``json_schema`` is Draft 2020-12; it is compiled once with
-fastjsonschema, whose draft-07 code generator gives the same results for the
-keywords accepted here (see :data:`SCHEMA_KEYWORDS`); any other keyword is
-refused rather than silently validated with different semantics.
+(:class:`SpecError`). ``json_schema`` is Draft 2020-12, compiled once
+(:mod:`extproc.control.compile.json_schema`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
 import yaml
 
+from extproc.control.compile.json_schema import Problems, compile_schema
 from extproc.control.errors import SpecError
 from extproc.control.schema import Config
-from extproc.core.protocols.json_body import json_pointer
 from extproc.core.protocols.kserve_v2 import DATATYPES
 from extproc.core.request import PROTOCOLS
 from extproc.core.specs.check import CompiledSpec
@@ -40,51 +36,6 @@ from extproc.core.specs.types import (
     TensorSpec,
 )
 
-SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
-
-SCHEMA_KEYWORDS = frozenset(
-    {
-        "type", "enum", "const",
-        "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
-        "maxLength", "minLength", "pattern",
-        "items", "maxItems", "minItems", "uniqueItems", "contains",
-        "maxProperties", "minProperties", "required", "properties", "patternProperties",
-        "additionalProperties", "propertyNames",
-        "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
-        "$ref", "$defs", "definitions",
-    }
-)  # fmt: skip
-"""Validation keywords whose draft-07 and 2020-12 meanings agree (``items`` only as
-one schema; ``$ref`` only local and alone)."""
-
-ANNOTATIONS = frozenset(
-    {
-        "$schema", "$comment", "title", "description", "default", "examples", "deprecated",
-        "readOnly", "writeOnly", "format", "contentEncoding", "contentMediaType",
-        "contentSchema",
-    }
-)  # fmt: skip
-"""Keywords 2020-12 treats as annotations; dropped before compiling (fastjsonschema
-would otherwise assert ``format``/``content*`` or fill in ``default``)."""
-
-_SCHEMA_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
-_SUBSCHEMA = frozenset({"items", "contains", "additionalProperties", "propertyNames", "not",
-                        "if", "then", "else"})  # fmt: skip
-_SCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf"})
-_SCHEMA_MAP = frozenset({"properties", "patternProperties", "$defs", "definitions"})
-_NUMBER = frozenset({"multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum"})
-_COUNT = frozenset({"maxLength", "minLength", "maxItems", "minItems", "maxProperties",
-                    "minProperties"})  # fmt: skip
-
-
-class _Problems:
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.found: list[str] = []
-
-    def add(self, path: list[str | int], what: str) -> None:
-        self.found.append(f"{self.where}{json_pointer(path) or '/'}: {what}")
-
 
 def parse_model_spec(
     raw: object, model: str, *, where: str = ""
@@ -93,7 +44,7 @@ def parse_model_spec(
 
     ``where`` prefixes every problem's pointer (e.g. the spec file's name).
     """
-    p = _Problems(where)
+    p = Problems(where)
     spec = _model_spec(raw, model, [model], p)
     validator = None
     if spec is not None and spec.openai is not None and spec.openai.json_schema is not None:
@@ -104,14 +55,14 @@ def parse_model_spec(
 
 
 def _keys(
-    raw: Mapping[str, Any], allowed: frozenset[str], path: list[str | int], p: _Problems
+    raw: Mapping[str, Any], allowed: frozenset[str], path: list[str | int], p: Problems
 ) -> None:
     for key in raw:
         if key not in allowed:
             p.add([*path, key], f"unknown key (expected one of {', '.join(sorted(allowed))})")
 
 
-def _model_spec(raw: object, model: str, path: list[str | int], p: _Problems) -> ModelSpec | None:
+def _model_spec(raw: object, model: str, path: list[str | int], p: Problems) -> ModelSpec | None:
     if not isinstance(raw, Mapping):
         p.add(path, "must be an object")
         return None
@@ -138,7 +89,7 @@ def _model_spec(raw: object, model: str, path: list[str | int], p: _Problems) ->
     return ModelSpec(model, protocol, tuple(versions), openai, kserve)
 
 
-def _limit(raw: Mapping[str, Any], key: str, path: list[str | int], p: _Problems) -> int | None:
+def _limit(raw: Mapping[str, Any], key: str, path: list[str | int], p: Problems) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
@@ -148,14 +99,14 @@ def _limit(raw: Mapping[str, Any], key: str, path: list[str | int], p: _Problems
     return value
 
 
-def _names(value: object, path: list[str | int], p: _Problems) -> tuple[str, ...]:
+def _names(value: object, path: list[str | int], p: Problems) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         p.add(path, "must be an array of non-empty strings")
         return ()
     return tuple(value)
 
 
-def _openai(raw: object, path: list[str | int], p: _Problems) -> OpenAISpec | None:
+def _openai(raw: object, path: list[str | int], p: Problems) -> OpenAISpec | None:
     if not isinstance(raw, Mapping):
         p.add(path, "must be an object")
         return None
@@ -184,7 +135,7 @@ def _openai(raw: object, path: list[str | int], p: _Problems) -> OpenAISpec | No
     )
 
 
-def _kserve(raw: object, path: list[str | int], p: _Problems) -> KServeSpec | None:
+def _kserve(raw: object, path: list[str | int], p: Problems) -> KServeSpec | None:
     if not isinstance(raw, Mapping):
         p.add(path, "must be an object")
         return None
@@ -199,7 +150,7 @@ def _kserve(raw: object, path: list[str | int], p: _Problems) -> KServeSpec | No
 
 
 def _tensors(
-    raw: object, path: list[str | int], p: _Problems, *, is_input: bool
+    raw: object, path: list[str | int], p: Problems, *, is_input: bool
 ) -> tuple[TensorSpec, ...]:
     if not isinstance(raw, list):
         p.add(path, "must be an array of tensors")
@@ -239,112 +190,6 @@ def _tensors(
             optional = False
         out.append(TensorSpec(name, datatype, None if shape is None else tuple(shape), optional))
     return tuple(out)
-
-
-# --------------------------------------------------------------------------- JSON Schema
-
-
-def compile_schema(
-    schema: Mapping[str, Any], path: list[str | int], p: _Problems
-) -> SchemaValidator | None:
-    """fastjsonschema validator for a Draft 2020-12 ``schema`` (problems added to ``p``)."""
-    before = len(p.found)
-    uri = schema.get("$schema", SCHEMA_URI)
-    if not isinstance(uri, str) or uri.rstrip("#") != SCHEMA_URI:
-        p.add([*path, "$schema"], f"must be {SCHEMA_URI!r} (Draft 2020-12)")
-    cleaned = _clean(schema, path, p, root=True)
-    if len(p.found) > before:
-        return None
-    try:
-        validator: SchemaValidator = fastjsonschema.compile(
-            cleaned, handlers={}, use_default=False, use_formats=False
-        )
-    except Exception as exc:  # fastjsonschema raises several kinds on bad definitions
-        p.add(path, f"invalid JSON Schema: {exc}")
-        return None
-    return validator
-
-
-def _clean(schema: object, path: list[str | int], p: _Problems, *, root: bool = False) -> Any:
-    """``schema`` without annotations, each keyword checked for shape and support."""
-    if isinstance(schema, bool):
-        return schema
-    if not isinstance(schema, Mapping):
-        p.add(path, "a schema must be an object or a boolean")
-        return {}
-    out: dict[str, Any] = {}
-    validating = [k for k in schema if k not in ANNOTATIONS and k not in ("$defs", "definitions")]
-    for key, value in schema.items():
-        at = [*path, key]
-        if key in ANNOTATIONS:
-            if key == "$schema" and not root:
-                p.add(at, "$schema is only allowed at the schema's root")
-            continue
-        if key not in SCHEMA_KEYWORDS:
-            p.add(at, "unsupported or unknown JSON Schema keyword")
-        elif key in _SUBSCHEMA:
-            if key == "items" and isinstance(value, list):
-                p.add(at, "must be one schema (the array form is not Draft 2020-12)")
-            else:
-                out[key] = _clean(value, at, p)
-        elif key in _SCHEMA_LIST:
-            if not isinstance(value, list) or not value:
-                p.add(at, "must be a non-empty array of schemas")
-            else:
-                out[key] = [_clean(s, [*at, i], p) for i, s in enumerate(value)]
-        elif key in _SCHEMA_MAP:
-            if not isinstance(value, Mapping):
-                p.add(at, "must be an object of schemas")
-            else:
-                if key == "patternProperties":
-                    for pattern in value:
-                        _regex(pattern, [*at, pattern], p)
-                out[key] = {k: _clean(s, [*at, k], p) for k, s in value.items()}
-        else:
-            out[key] = value
-            _check_value(key, value, at, p, validating)
-    return out
-
-
-def _check_value(
-    key: str, value: Any, at: list[str | int], p: _Problems, siblings: list[str]
-) -> None:
-    if key in _NUMBER:
-        if type(value) not in (int, float) or (key == "multipleOf" and value <= 0):
-            p.add(at, "must be a number" + (" > 0" if key == "multipleOf" else ""))
-    elif key in _COUNT:
-        if type(value) is not int or value < 0:
-            p.add(at, "must be a non-negative integer")
-    elif key == "type":
-        types = value if isinstance(value, list) else [value]
-        if not types or not all(isinstance(t, str) and t in _SCHEMA_TYPES for t in types):
-            p.add(at, f"must be one of {', '.join(sorted(_SCHEMA_TYPES))} or an array of them")
-    elif key == "enum":
-        if not isinstance(value, list):
-            p.add(at, "must be an array")
-    elif key == "required":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            p.add(at, "must be an array of strings")
-    elif key == "uniqueItems":
-        if not isinstance(value, bool):
-            p.add(at, "must be true or false")
-    elif key == "pattern":
-        _regex(value, at, p)
-    elif key == "$ref":
-        if not isinstance(value, str) or not value.startswith("#"):
-            p.add(at, "only local references ('#/...') are supported")
-        elif len(siblings) > 1:
-            p.add(at, "a $ref with sibling keywords is not supported (wrap it in allOf)")
-
-
-def _regex(value: object, at: list[str | int], p: _Problems) -> None:
-    if not isinstance(value, str):
-        p.add(at, "must be a regular expression string")
-        return
-    try:
-        re.compile(value)
-    except re.error as exc:
-        p.add(at, f"not a valid regular expression: {exc}")
 
 
 def compile_spec(raw: object, model: str, *, where: str = "") -> CompiledSpec:
