@@ -111,7 +111,7 @@ class Reloader:
         return self._registry
 
     def _inputs(self, compiled: CompiledRouting) -> RegistryInputs:
-        return RegistryInputs.of(compiled.config, compiled.source, frozenset(compiled.specs))
+        return RegistryInputs.of(compiled)
 
     def _new_registry(self, compiled: CompiledRouting, generation: int) -> Registry:
         registry = make_registry(

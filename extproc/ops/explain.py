@@ -26,7 +26,7 @@ async def explain_request(
     body: bytes | None,
 ) -> dict[str, Any]:
     """The decision for one request as JSON-ready data (Consul: one sync, then stopped)."""
-    inputs = RegistryInputs.of(compiled.config, compiled.source, frozenset(compiled.specs))
+    inputs = RegistryInputs.of(compiled)
     registry = make_registry(compiled.config.registry, inputs)
     await registry.start()
     try:

@@ -29,7 +29,7 @@ deployments:
 def state_for(text: str = BASIC) -> RouterState:
     """The hot path's state for a routing-file text, on the static registry."""
     compiled = compile_routing(parse_config(text), "<test>")
-    inputs = RegistryInputs.of(compiled.config, "<test>", frozenset(compiled.specs))
+    inputs = RegistryInputs.of(compiled)
     registry = StaticRegistry(inputs)
     asyncio.run(registry.start())
     return router_state(compiled, registry.snapshot)

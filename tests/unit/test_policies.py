@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from extproc.core.scheduling.framework import Candidate
-from extproc.core.scheduling.pickers.max_score import MaxScore, MaxScoreParams
+from extproc.core.scheduling.framework import Candidate, SeedParams
+from extproc.core.scheduling.pickers.max_score import MaxScore
 from extproc.core.scheduling.pickers.round_robin import RoundRobin
-from extproc.core.scheduling.pickers.weighted_random import WeightedRandom, WeightedRandomParams
+from extproc.core.scheduling.pickers.weighted_random import WeightedRandom
 from extproc.core.scheduling.plugins import PLUGINS, by_kind
 from extproc.core.snapshot import Deployment, Endpoint
 
@@ -39,7 +39,7 @@ def test_round_robin_rotates_and_orders_fallbacks() -> None:
 
 
 def test_weighted_random_follows_weights_and_skips_zero() -> None:
-    wr = WeightedRandom(WeightedRandomParams(seed=7))
+    wr = WeightedRandom(SeedParams(seed=7))
     counts = Counter(wr.pick("k", EPS, None, 1)[0].deployment.name for _ in range(4000))
     assert counts["c"] == 0
     assert 2.6 < counts["b"] / counts["a"] < 3.4
@@ -48,15 +48,15 @@ def test_weighted_random_follows_weights_and_skips_zero() -> None:
 
 
 def test_weighted_random_seed_is_reproducible() -> None:
-    a = WeightedRandom(WeightedRandomParams(seed=3))
-    b = WeightedRandom(WeightedRandomParams(seed=3))
+    a = WeightedRandom(SeedParams(seed=3))
+    b = WeightedRandom(SeedParams(seed=3))
     assert [a.pick("k", EPS, None, 2) for _ in range(20)] == [
         b.pick("k", EPS, None, 2) for _ in range(20)
     ]
 
 
 def test_max_score_orders_by_score_and_breaks_ties_at_random() -> None:
-    ms = MaxScore(MaxScoreParams(seed=1))
+    ms = MaxScore(SeedParams(seed=1))
     assert [c.address for c in ms.pick("k", EPS, [0.2, 0.9, 0.5], 3)] == [
         "10.0.0.2:1",
         "10.0.0.3:1",

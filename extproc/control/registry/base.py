@@ -12,7 +12,8 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from extproc.control.schema import Config, DeploymentConfig, ModelConfig, RegistryConfig
+from extproc.control.compile import CompiledRouting
+from extproc.control.schema import DeploymentConfig, ModelConfig, RegistryConfig
 from extproc.core.snapshot import Snapshot
 
 SnapshotListener = Callable[[Snapshot], None]
@@ -31,8 +32,12 @@ class RegistryInputs:
     """Specs a registry entry may name (Consul ``ServiceMeta.spec``)."""
 
     @classmethod
-    def of(cls, config: Config, source: str, spec_names: frozenset[str]) -> RegistryInputs:
-        return cls(source, dict(config.models), config.deployments, spec_names)
+    def of(cls, compiled: CompiledRouting) -> RegistryInputs:
+        """What a compiled routing file gives its registry."""
+        config = compiled.config
+        return cls(
+            compiled.source, dict(config.models), config.deployments, frozenset(compiled.specs)
+        )
 
 
 class Registry(abc.ABC):

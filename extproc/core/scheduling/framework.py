@@ -13,6 +13,7 @@ Adding a plugin is one small module with a subclass of :class:`Filter`,
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -53,6 +54,14 @@ class SchedulingRequest:
 @dataclass(frozen=True, slots=True)
 class NoParams:
     """The plugin takes no parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedParams:
+    """For plugins that draw at random."""
+
+    seed: int | None = None
+    """Seed the generator (reproducible picks, for tests and benchmarks)."""
 
 
 class Plugin(abc.ABC):
@@ -124,3 +133,13 @@ class Picker(Plugin):
         """``key`` names the candidate pool (model, version, requirements) for stateful
         pickers; ``scores`` are the weighted sums of the profile's scorers (``None``
         when it has none)."""
+
+
+class RandomPicker(Picker):
+    """A picker that draws at random, from a generator seeded by its ``seed`` parameter."""
+
+    Params = SeedParams
+
+    def __init__(self, params: SeedParams | None = None) -> None:
+        super().__init__(params)
+        self._rng = random.Random(self.params.seed)

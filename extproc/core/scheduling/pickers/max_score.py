@@ -5,26 +5,13 @@ Without scorers every candidate ties, so this picks uniformly at random.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 
-from extproc.core.scheduling.framework import Candidate, Picker
-
-
-@dataclass(frozen=True, slots=True)
-class MaxScoreParams:
-    seed: int | None = None
-    """Seed the tie-break (reproducible picks, for tests and benchmarks)."""
+from extproc.core.scheduling.framework import Candidate, RandomPicker
 
 
-class MaxScore(Picker):
+class MaxScore(RandomPicker):
     name = "max_score"
-    Params = MaxScoreParams
-
-    def __init__(self, params: MaxScoreParams | None = None) -> None:
-        super().__init__(params)
-        self._rng = random.Random(self.params.seed)
 
     def pick(
         self,

@@ -5,26 +5,13 @@ Fallbacks are drawn the same way without replacement, so they are distinct.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 
-from extproc.core.scheduling.framework import Candidate, Picker
-
-
-@dataclass(frozen=True, slots=True)
-class WeightedRandomParams:
-    seed: int | None = None
-    """Seed the generator (reproducible picks, for tests and benchmarks)."""
+from extproc.core.scheduling.framework import Candidate, RandomPicker
 
 
-class WeightedRandom(Picker):
+class WeightedRandom(RandomPicker):
     name = "weighted_random"
-    Params = WeightedRandomParams
-
-    def __init__(self, params: WeightedRandomParams | None = None) -> None:
-        super().__init__(params)
-        self._rng = random.Random(self.params.seed)
 
     def pick(
         self,
