@@ -82,7 +82,7 @@ class Profile:
         trace: ScheduleTrace | None = None,
     ) -> tuple[Candidate, ...]:
         """``candidates`` through ``filters``; 503 naming why when one keeps nothing."""
-        for f in filters:
+        for f in filters:  # a plain loop: on the hot path this is usually two applies()
             if not f.applies(req):
                 if trace is not None:
                     trace.filters.append({"filter": f.name, "applied": False})
@@ -130,7 +130,7 @@ class Profile:
         candidates: tuple[Candidate, ...],
         trace: ScheduleTrace | None = None,
     ) -> list[Candidate]:
-        scores = self.score(req, candidates, trace)
+        scores = self.score(req, candidates, trace) if self.scorers else None
         if trace is not None:
             trace.picker = self.picker.name
         return self.picker.pick(key, candidates, scores, 1 + self.max_fallbacks)
