@@ -1,7 +1,7 @@
 """The minimal ext_proc probe: grpc.aio + upb + uvloop, round robin and nothing else.
 
 The reference point for the router's CPU targets, measured on the same machine in the
-same bench run (``loadtest/bench.py --router minimal|both``). KServe ``/v2/models/...``
+same bench run (``scripts/bench --router minimal|both``). KServe ``/v2/models/...``
 is decided on headers (``mode_override`` skips the body); anything else waits for the
 buffered body, reads ``"model"`` with orjson and answers a ``BodyResponse``. Both set
 ``x-gateway-destination-endpoint`` like the router. No metrics, no logging.

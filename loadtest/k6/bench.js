@@ -1,6 +1,6 @@
-// k6 load script for loadtest/bench.py: POSTs one fixed body to one URL.
+// k6 load script for loadtest/bench: POSTs one fixed body to one URL.
 //
-// Environment (set by bench.py):
+// Environment (set by loadtest/bench/processes.py, run_k6):
 //   TARGET_URL     full URL, e.g. http://127.0.0.1:10000/v1/chat/completions
 //   BODY_FILE      file whose bytes are the request body (read once, sent as-is)
 //   CONTENT_TYPE   default application/json
