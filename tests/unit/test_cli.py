@@ -6,8 +6,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from extproc.cli import main
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUTES = str(ROOT / "examples" / "routes.yaml")
 
 

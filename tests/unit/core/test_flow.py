@@ -9,7 +9,13 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2
 
-from extproc.core.envoy_wire import DESTINATION_HEADER, LB_NAMESPACE, SUBSET_KEY, SUBSET_NAMESPACE
+from extproc.core.envoy_wire import (
+    DESTINATION_HEADER,
+    LB_NAMESPACE,
+    SUBSET_KEY,
+    SUBSET_NAMESPACE,
+    processing_messages,
+)
 from extproc.core.flow import Phase, RequestFlow
 from tests.unit.helpers import run_flow, set_headers, state_for
 
@@ -173,8 +179,6 @@ def test_content_length_over_limit_is_413_before_buffering() -> None:
 def test_streamed_chunks_accumulate_and_are_bounded() -> None:
     state = state_for()
     flow = RequestFlow(state)
-    from extproc.ops.explain import processing_messages
-
     head = processing_messages("POST", "/v1/chat/completions", JSON, b"x")[0]
     head.request_headers.end_of_stream = False
     assert flow.receive(head) is not None
@@ -209,8 +213,6 @@ def test_gzip_body_is_inflated_with_a_bound() -> None:
 
 
 def _with_subset(addrs: list[str]) -> ep.ProcessingRequest:
-    from extproc.ops.explain import processing_messages
-
     msg = processing_messages("POST", "/v2/models/resnet50/infer", JSON, None)[0]
     st = struct_pb2.Struct()
     st.update({SUBSET_KEY: addrs})

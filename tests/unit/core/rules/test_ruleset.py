@@ -16,6 +16,7 @@ from extproc.control.errors import RulesError
 from extproc.core.capabilities import Requirement
 from extproc.core.request import InferenceRequest, ProtocolName, RequestHead
 from extproc.core.rules.ruleset import RuleMatch, RuleSet
+from tests.support import ROOT
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -680,9 +681,7 @@ def test_evaluate_cost(brief: RuleSet) -> None:
 
 
 def test_example_rules_parse() -> None:
-    from pathlib import Path
-
-    files = sorted((Path(__file__).parents[2] / "examples").glob("rules-*.yaml"))
+    files = sorted((ROOT / "examples").glob("rules-*.yaml"))
     assert len(files) >= 3
     for f in files:
         doc = yaml.safe_load(f.read_text())
