@@ -17,9 +17,9 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from extproc.control.compile.specs import parse_specs
 from extproc.core.protocols import openai
 from extproc.core.protocols.json_body import loads_object
-from extproc.core.specs.check import parse_specs
 from tests.corpus import SAMPLES, load_cases
 
 CHAT = "/v1/chat/completions"
