@@ -41,9 +41,9 @@ import yaml
 from extproc.control.loading import parse_config
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
 from extproc.ops.procs import (
+    PORTS,
     ManagedProcess,
     envoy_argv,
-    free_ports,
     wait_grpc_serving,
     wait_http_ok,
 )
@@ -735,8 +735,8 @@ async def run_setup(
 ) -> list[Result]:
     sdir = workdir / setup.name
     sdir.mkdir(parents=True, exist_ok=True)
-    listen, admin = free_ports(2)
-    grpc_ports = free_ports(opts.workers, consecutive=True)
+    listen, admin = PORTS.take(2)
+    grpc_ports = PORTS.take(opts.workers, consecutive=True)
     config_path = sdir / "routes.yaml"
     validation = any(s.name in opts.setups for s in VALIDATION_SETUPS)
     text = routes_yaml(
@@ -1141,7 +1141,7 @@ async def amain(opts: Options, workdir: Path) -> dict[str, dict[str, Result]]:
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     bodies = write_bodies(workdir)
-    backends = free_ports(opts.backends)
+    backends = PORTS.take(opts.backends)
     nginx = Nginx(workdir, backends)
     results: dict[str, dict[str, Result]] = {}
     try:

@@ -13,7 +13,7 @@ import pytest
 from extproc.control.loading import parse_config
 from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers
 from extproc.ops.envoy_config import EnvoyPorts
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 from tests.corpus import corpus_routes, specs
 
@@ -82,13 +82,17 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 @pytest.fixture
 async def make_stack() -> AsyncIterator[StackFactory]:
-    """Start router + Envoy for a routing-file text; every stack is stopped at teardown."""
+    """Start router + Envoy for a routing-file text; every stack is stopped at teardown.
+
+    Ports come from the process-wide allocator, so the gRPC worker run, the metrics run
+    and Envoy's ports never overlap each other or another stack's.
+    """
     stacks: list[Stack] = []
 
     async def factory(routes: str, *, workers: int = 1, failure_mode: str = "closed") -> Stack:
-        grpc_ports = free_ports(workers, consecutive=True)
-        metrics_ports = free_ports(workers, consecutive=True)
-        listen, admin = free_ports(2)
+        grpc_ports = PORTS.take(workers, consecutive=True)
+        metrics_ports = PORTS.take(workers, consecutive=True)
+        listen, admin = PORTS.take(2)
         head = (
             f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
             f" workers: {workers}, grace_period_s: 2}}\n"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from extproc.dev.model_servers import ModelServer
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from tests.integration.conftest import RESNET, routes_for
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
     tmp_path: Path, model_servers: dict[str, ModelServer]
 ) -> None:
-    grpc_port, mport, listen, admin = free_ports(4)
+    grpc_port, mport, listen, admin = PORTS.take(4)
     path = tmp_path / "routes.yaml"
     path.write_text(
         f"listener: {{port: {grpc_port}, metrics_port: {mport}, grace_period_s: 2}}\n"

@@ -275,9 +275,9 @@ async def test_not_serving_until_consul_answers(
 ) -> None:
     from grpc_health.v1 import health_pb2
 
-    from extproc.ops.procs import ManagedProcess, free_ports, grpc_health, router_argv
+    from extproc.ops.procs import PORTS, ManagedProcess, grpc_health, router_argv
 
-    port, mport, dead = free_ports(3)
+    port, mport, dead = PORTS.take(3)
     path = tmp_path / "routes.yaml"
     base = (
         f"listener: {{port: {port}, metrics_port: {mport}, grace_period_s: 1}}\n"

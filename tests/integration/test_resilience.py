@@ -225,9 +225,9 @@ async def test_graceful_shutdown_not_serving_then_drains(tmp_path: Path) -> None
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
     from extproc.ops.explain import processing_messages
-    from extproc.ops.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
+    from extproc.ops.procs import PORTS, ManagedProcess, router_argv, wait_grpc_serving
 
-    port, mport = free_ports(2)
+    port, mport = PORTS.take(2)
     path = tmp_path / "routes.yaml"
     path.write_text(
         f"listener: {{port: {port}, metrics_port: {mport}, grace_period_s: 5, drain_delay_s: 1}}\n"
