@@ -33,8 +33,8 @@ async def consul(tmp_path: Path) -> AsyncIterator[ConsulAgent]:
             "or set CONSUL_BIN / put consul on PATH"
         )
     agent = ConsulAgent(binary, tmp_path / "consul")
-    await agent.start()
     try:
+        await agent.start()
         yield agent
     finally:
         await agent.stop()
