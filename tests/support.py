@@ -97,3 +97,15 @@ async def eventually(
     raise AssertionError(
         f"{name} did not hold within {timeout:g}s ({attempts} attempts); {detail}"
     ) from error
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 300.0) -> bytes:  # noqa: ASYNC109
+    """``proc``'s stdout once it exits. ``timeout`` guards against a hang: past it (or
+    on any error) the process is killed and reaped, never left running."""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return out or b""

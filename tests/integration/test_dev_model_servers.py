@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers, serve_forever
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -279,11 +280,12 @@ async def test_run_servers_and_serve_forever(capsys: pytest.CaptureFixture[str])
     task = asyncio.create_task(serve_forever([OPENAI, KSERVE]))
     try:
         lines: list[str] = []
-        for _ in range(100):
-            lines += capsys.readouterr().out.splitlines()
-            if len(lines) >= 2:
-                break
-            await asyncio.sleep(0.02)
+
+        def two_lines_printed() -> bool:
+            lines.extend(capsys.readouterr().out.splitlines())
+            return len(lines) >= 2
+
+        await eventually(two_lines_printed, interval=0.02)
         assert len(lines) == 2
         name, kind, model, version, address = lines[1].split()
         assert (name, kind, model, version) == ("resnet-v3-a", "kserve_v2", "resnet", "3")
