@@ -17,6 +17,7 @@ from extproc.core.envoy_wire import (
     processing_messages,
 )
 from extproc.core.flow import Phase, RequestFlow
+from tests.support import ROOT
 from tests.unit.helpers import run_flow, set_headers, state_for
 
 JSON = [("content-type", "application/json")]
@@ -250,3 +251,41 @@ def test_client_routing_header_does_not_influence_decision() -> None:
     hdrs = set_headers(resp)
     assert hdrs[DESTINATION_HEADER] == "127.0.0.1:8101"
     assert hdrs["x-model-router-deployment"] == "rn1"
+
+
+def test_kserve_ready_and_metadata_gets_skip_the_body_under_body_reading_rules() -> None:
+    """Regression: with rules that read KServe infer bodies (``examples/rules-batch.yaml``),
+    ``GET .../ready`` and the metadata GET answered 400 invalid_body: the flow asked for a
+    body these calls never have. They route on headers to the model's servers."""
+    state = state_for((ROOT / "examples" / "rules-batch.yaml").read_text())
+    assert state.snapshot is not None
+    resnet50 = {
+        e.address for d in state.snapshot.models["resnet50"].deployments for e in d.endpoints
+    }
+    for path in (
+        "/v2/models/resnet50/ready",
+        "/v2/models/resnet50/versions/1/ready",
+        "/v2/models/resnet50",
+        "/v2/models/resnet50/versions/1",
+    ):
+        flow, [resp] = run_flow(state, "GET", path)
+        assert flow.outcome.error is None, (path, flow.outcome.error)
+        assert flow.phase is Phase.DONE and not flow.outcome.used_body, path
+        assert resp is not None and resp.HasField("request_headers"), path
+        assert resp.mode_override.request_body_mode == pm.ProcessingMode.NONE
+        hdrs = set_headers(resp)
+        assert hdrs[DESTINATION_HEADER] in resnet50, (path, hdrs)
+        assert hdrs["x-model-router-model"] == "resnet50"
+        assert hdrs["x-model-router-version"] == "1"
+    # The same routing file still reads infer bodies: the batch size picks the pool.
+    for batch, pool in ((64, "resnet50-gpu"), (1, "resnet50-cpu")):
+        body = {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [batch, 1], "data": [0.0] * batch}
+            ]
+        }
+        flow, resps = run_flow(
+            state, "POST", "/v2/models/resnet50/infer", JSON, json.dumps(body).encode()
+        )
+        assert flow.outcome.used_body
+        assert set_headers(resps[-1])["x-model-router-deployment"] == pool
