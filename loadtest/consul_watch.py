@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from extproc.dev.consul_agent import ConsulAgent, consul_binary
-from extproc.ops.procs import ManagedProcess, free_ports, router_argv, wait_grpc_serving
+from extproc.ops.procs import PORTS, ManagedProcess, router_argv, wait_grpc_serving
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -88,7 +88,7 @@ async def main() -> int:
         t0 = time.monotonic()
         await register(agent, args.services, args.instances)
         print(f"registered {args.services}x{args.instances} in {time.monotonic() - t0:.1f}s")
-        port, mport = free_ports(2)
+        port, mport = PORTS.take(2)
         models = "\n".join(
             f"  svc-{i}: {{protocol: openai, versions: ['1']}}" for i in range(args.services)
         )

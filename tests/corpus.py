@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 SAMPLES = Path(os.environ.get("MODEL_ROUTER_SAMPLES", ROOT.parent / "shared" / "samples"))
 
 

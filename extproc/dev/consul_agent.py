@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from extproc.ops.procs import ManagedProcess, free_ports
+from extproc.ops.procs import PORTS, ManagedProcess
 
 CONSUL_VERSION = "1.22.6"
 
@@ -56,7 +56,7 @@ class ConsulAgent:
 
     def argv(self) -> list[str]:
         if not self._ports:
-            self._ports = free_ports(4)
+            self._ports = PORTS.take(4)
             self.http_port = self._ports[0]
         http, serf_lan, serf_wan, server = self._ports
         return [

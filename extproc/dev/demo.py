@@ -23,7 +23,7 @@ from extproc.control.reload import load_routing
 from extproc.dev.consul_agent import ConsulAgent, consul_binary
 from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers
 from extproc.ops.explain import explain_request
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 
 CHAT = {"model": "chat-small", "messages": [{"role": "user", "content": "Say hello."}]}
@@ -136,7 +136,7 @@ async def run_demo(registry: str = "static") -> int:
     workdir = Path(tempfile.mkdtemp(prefix="model-router-demo-"))
     routes = workdir / "routes.yaml"
     agent = await _start_consul(workdir, servers) if registry == "consul" else None
-    routes.write_text(_routes(servers, free_ports(4), agent.address if agent else None))
+    routes.write_text(_routes(servers, PORTS.take(4), agent.address if agent else None))
     compiled = load_routing(routes)
     stack = Stack(compiled.config, routes, workdir=workdir)
     failures = 0

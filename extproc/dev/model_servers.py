@@ -165,6 +165,8 @@ class ModelServer:
             r.add_get("/v2/health/live", self._health)
             r.add_get("/v2/models/{name}", self._v2_metadata)
             r.add_get("/v2/models/{name}/versions/{version}", self._v2_metadata)
+            r.add_get("/v2/models/{name}/ready", self._v2_ready)
+            r.add_get("/v2/models/{name}/versions/{version}/ready", self._v2_ready)
             r.add_post("/v2/models/{name}/infer", self._v2_infer)
             r.add_post("/v2/models/{name}/versions/{version}/infer", self._v2_infer)
             r.add_post("/{tail:.*}", self._generic)  # generic JSON APIs (x-model)
@@ -326,6 +328,14 @@ class ModelServer:
                 "outputs": meta.get("outputs", _DEFAULT_OUTPUTS),
             }
         )
+
+    async def _v2_ready(self, request: web.Request) -> web.Response:
+        """Model ready (Open Inference Protocol): 200 while ready, with KServe's
+        ``{"name", "ready"}`` body; not ready (the health switch off) is a 503."""
+        if (err := self._v2_mismatch(request)) is not None:
+            return err
+        ready = {"name": self.spec.model, "ready": self._healthy}
+        return _json(ready, status=200 if self._healthy else 503)
 
     async def _v2_infer(self, request: web.Request) -> web.Response:
         if (err := self._v2_mismatch(request)) is not None:

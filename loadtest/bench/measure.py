@@ -17,7 +17,7 @@ from typing import Any
 
 from extproc.control.loading import parse_config
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 from loadtest.bench.cpu import (
     CLK_TCK,
@@ -204,8 +204,8 @@ async def run_setup(
 ) -> list[Result]:
     sdir = workdir / setup.name
     sdir.mkdir(parents=True, exist_ok=True)
-    listen, admin = free_ports(2)
-    grpc_ports = free_ports(opts.workers, consecutive=True)
+    listen, admin = PORTS.take(2)
+    grpc_ports = PORTS.take(opts.workers, consecutive=True)
     config_path = sdir / "routes.yaml"
     validation = any(s.name in opts.setups for s in VALIDATION_SETUPS)
     text = routes_yaml(

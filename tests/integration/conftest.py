@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from extproc.control.loading import parse_config
 from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers
 from extproc.ops.envoy_config import EnvoyPorts
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 from tests.corpus import corpus_routes, specs
 
@@ -46,13 +45,13 @@ SERVER_SPECS = [
 
 @contextlib.asynccontextmanager
 async def running(server_specs: list[ModelServerSpec]) -> AsyncIterator[dict[str, ModelServer]]:
-    """Real model servers by name, always stopped afterwards."""
+    """Real model servers by name, always stopped afterwards (each one, even if another's
+    stop fails)."""
     servers = await run_servers(server_specs)
-    try:
-        yield {s.spec.name: s for s in servers}
-    finally:
+    async with contextlib.AsyncExitStack() as stops:
         for s in servers:
-            await s.stop()
+            stops.push_async_callback(s.stop)
+        yield {s.spec.name: s for s in servers}
 
 
 @pytest.fixture(scope="session")
@@ -81,36 +80,38 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
-async def make_stack() -> AsyncIterator[StackFactory]:
-    """Start router + Envoy for a routing-file text; every stack is stopped at teardown."""
-    stacks: list[Stack] = []
+async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
+    """Start router + Envoy for a routing-file text; every stack is stopped at teardown.
 
-    async def factory(routes: str, *, workers: int = 1, failure_mode: str = "closed") -> Stack:
-        grpc_ports = free_ports(workers, consecutive=True)
-        metrics_ports = free_ports(workers, consecutive=True)
-        listen, admin = free_ports(2)
-        head = (
-            f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
-            f" workers: {workers}, grace_period_s: 2}}\n"
-            f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n"
-            f"failure_mode: {failure_mode}\n"
-        )
-        workdir = Path(tempfile.mkdtemp(prefix="mr-it-"))
-        path = workdir / "routes.yaml"
-        text = head + routes
-        path.write_text(text)
-        config = parse_config(text)
-        stack = Stack(config, path, workdir=workdir, log_level="info")
-        stack.ports = EnvoyPorts.from_config(config)
-        stacks.append(stack)
-        await stack.start()
-        return stack
+    Ports come from the process-wide allocator, so the gRPC worker run, the metrics run
+    and Envoy's ports never overlap each other or another stack's. Each stack works in
+    its own directory under the test's ``tmp_path`` (routing file, Envoy bootstrap, logs).
+    """
+    async with contextlib.AsyncExitStack() as stops:
 
-    try:
+        async def factory(routes: str, *, workers: int = 1, failure_mode: str = "closed") -> Stack:
+            grpc_ports = PORTS.take(workers, consecutive=True)
+            metrics_ports = PORTS.take(workers, consecutive=True)
+            listen, admin = PORTS.take(2)
+            head = (
+                f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
+                f" workers: {workers}, grace_period_s: 2}}\n"
+                f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n"
+                f"failure_mode: {failure_mode}\n"
+            )
+            workdir = tmp_path / f"stack-{grpc_ports[0]}"
+            workdir.mkdir()
+            path = workdir / "routes.yaml"
+            text = head + routes
+            path.write_text(text)
+            config = parse_config(text)
+            stack = Stack(config, path, workdir=workdir, log_level="info")
+            stack.ports = EnvoyPorts.from_config(config)
+            stops.push_async_callback(stack.stop)
+            await stack.start()
+            return stack
+
         yield factory
-    finally:
-        for s in stacks:
-            await s.stop()
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from extproc.ops.procs import envoy_binary
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["envoy.yaml", "envoy.fail-open.yaml"])

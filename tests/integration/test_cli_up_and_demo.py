@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ import httpx
 import pytest
 
 from extproc.dev.model_servers import ModelServer
-from extproc.ops.procs import free_ports
+from extproc.ops.procs import PORTS
 from tests.integration.conftest import RESNET, routes_for
+from tests.support import eventually, finish
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.integration
 async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
     tmp_path: Path, model_servers: dict[str, ModelServer]
 ) -> None:
-    grpc_port, mport, listen, admin = free_ports(4)
+    grpc_port, mport, listen, admin = PORTS.take(4)
     path = tmp_path / "routes.yaml"
     path.write_text(
         f"listener: {{port: {grpc_port}, metrics_port: {mport}, grace_period_s: 2}}\n"
@@ -34,7 +36,7 @@ async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
         assert proc.stdout is not None
         lines = []
         while True:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()  # hang guard
             assert line, f"up exited early: {''.join(lines)}"
             lines.append(line)
             if "Ctrl-C stops both" in line:
@@ -47,8 +49,8 @@ async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
             r = await c.post(f"http://127.0.0.1:{listen}/v2/models/resnet50/infer", json=RESNET)
             assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
         proc.send_signal(signal.SIGINT)
-        rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        rest = (await finish(proc, 120)).decode()
+        assert proc.returncode == 0, rest
         assert "stopped" in rest
         async with httpx.AsyncClient(trust_env=False) as c:
             with pytest.raises(httpx.ConnectError):
@@ -64,8 +66,7 @@ async def test_demo_exits_zero_and_prints_the_table() -> None:
         sys.executable, "-m", "extproc", "demo",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
+    text = (await finish(proc)).decode()
     assert proc.returncode == 0, text
     assert "8/8 requests landed where the router said." in text
     assert "chat-small-v2 (" in text and "SSE chunks" in text
@@ -87,17 +88,24 @@ async def test_children_die_with_their_parent() -> None:
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
     )
-    assert parent.stdout is not None
-    child = int((await asyncio.wait_for(parent.stdout.readline(), 30)).decode())
-    parent.kill()
-    await parent.wait()
-    for _ in range(50):
+    try:
+        assert parent.stdout is not None
+        child = int((await asyncio.wait_for(parent.stdout.readline(), 60)).decode())
+    finally:
+        parent.kill()
+        await parent.wait()
+
+    def child_gone() -> bool:
         try:
-            stat = Path(f"/proc/{child}/stat").read_text()  # noqa: ASYNC240 (procfs, instant)
-            state = stat.rsplit(")", 1)[1].split()[0]
+            stat = Path(f"/proc/{child}/stat").read_text()
         except OSError:
-            return  # gone
-        if state == "Z":
-            return  # exited, waiting to be reaped by init
-        await asyncio.sleep(0.1)
-    pytest.fail(f"child {child} outlived its SIGKILLed parent")
+            return True  # gone
+        state = stat.rsplit(")", 1)[1].split()[0]
+        assert state == "Z", f"child {child} outlived its SIGKILLed parent (state {state})"
+        return True  # exited, waiting to be reaped by init
+
+    try:
+        await eventually(child_gone, timeout=30)
+    except AssertionError:
+        os.kill(child, signal.SIGKILL)  # the test failed; do not leave the sleeper behind
+        raise

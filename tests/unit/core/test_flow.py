@@ -9,8 +9,15 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2
 
-from extproc.core.envoy_wire import DESTINATION_HEADER, LB_NAMESPACE, SUBSET_KEY, SUBSET_NAMESPACE
+from extproc.core.envoy_wire import (
+    DESTINATION_HEADER,
+    LB_NAMESPACE,
+    SUBSET_KEY,
+    SUBSET_NAMESPACE,
+    processing_messages,
+)
 from extproc.core.flow import Phase, RequestFlow
+from tests.support import ROOT
 from tests.unit.helpers import run_flow, set_headers, state_for
 
 JSON = [("content-type", "application/json")]
@@ -173,8 +180,6 @@ def test_content_length_over_limit_is_413_before_buffering() -> None:
 def test_streamed_chunks_accumulate_and_are_bounded() -> None:
     state = state_for()
     flow = RequestFlow(state)
-    from extproc.ops.explain import processing_messages
-
     head = processing_messages("POST", "/v1/chat/completions", JSON, b"x")[0]
     head.request_headers.end_of_stream = False
     assert flow.receive(head) is not None
@@ -209,8 +214,6 @@ def test_gzip_body_is_inflated_with_a_bound() -> None:
 
 
 def _with_subset(addrs: list[str]) -> ep.ProcessingRequest:
-    from extproc.ops.explain import processing_messages
-
     msg = processing_messages("POST", "/v2/models/resnet50/infer", JSON, None)[0]
     st = struct_pb2.Struct()
     st.update({SUBSET_KEY: addrs})
@@ -248,3 +251,41 @@ def test_client_routing_header_does_not_influence_decision() -> None:
     hdrs = set_headers(resp)
     assert hdrs[DESTINATION_HEADER] == "127.0.0.1:8101"
     assert hdrs["x-model-router-deployment"] == "rn1"
+
+
+def test_kserve_ready_and_metadata_gets_skip_the_body_under_body_reading_rules() -> None:
+    """Regression: with rules that read KServe infer bodies (``examples/rules-batch.yaml``),
+    ``GET .../ready`` and the metadata GET answered 400 invalid_body: the flow asked for a
+    body these calls never have. They route on headers to the model's servers."""
+    state = state_for((ROOT / "examples" / "rules-batch.yaml").read_text())
+    assert state.snapshot is not None
+    resnet50 = {
+        e.address for d in state.snapshot.models["resnet50"].deployments for e in d.endpoints
+    }
+    for path in (
+        "/v2/models/resnet50/ready",
+        "/v2/models/resnet50/versions/1/ready",
+        "/v2/models/resnet50",
+        "/v2/models/resnet50/versions/1",
+    ):
+        flow, [resp] = run_flow(state, "GET", path)
+        assert flow.outcome.error is None, (path, flow.outcome.error)
+        assert flow.phase is Phase.DONE and not flow.outcome.used_body, path
+        assert resp is not None and resp.HasField("request_headers"), path
+        assert resp.mode_override.request_body_mode == pm.ProcessingMode.NONE
+        hdrs = set_headers(resp)
+        assert hdrs[DESTINATION_HEADER] in resnet50, (path, hdrs)
+        assert hdrs["x-model-router-model"] == "resnet50"
+        assert hdrs["x-model-router-version"] == "1"
+    # The same routing file still reads infer bodies: the batch size picks the pool.
+    for batch, pool in ((64, "resnet50-gpu"), (1, "resnet50-cpu")):
+        body = {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [batch, 1], "data": [0.0] * batch}
+            ]
+        }
+        flow, resps = run_flow(
+            state, "POST", "/v2/models/resnet50/infer", JSON, json.dumps(body).encode()
+        )
+        assert flow.outcome.used_body
+        assert set_headers(resps[-1])["x-model-router-deployment"] == pool

@@ -9,8 +9,7 @@ from extproc.control.errors import ConfigError
 from extproc.control.loading import load_config, parse_config
 from extproc.control.reload import load_routing
 from extproc.control.schema import FailureMode
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def problems(text: str) -> list[str]:

@@ -1,7 +1,7 @@
-"""Content rules (``extproc.core.rules.ruleset``): parsing and validation, every condition and action,
-evaluation order, headers-only behaviour, never raising on hostile bodies.
-
-Evaluation cost: ``python -m loadtest.rules_cost``."""
+"""Content rules (``extproc.core.rules.ruleset``): every condition and action, evaluation
+order, headers-only behaviour, never raising on hostile bodies. Parsing and validating
+rules is ``tests/unit/control/compile/test_rules.py``'s; evaluation cost is
+``python -m loadtest.rules_cost``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extproc.control.compile.rules import compile_rules
-from extproc.control.errors import RulesError
 from extproc.core.capabilities import Requirement
 from extproc.core.request import InferenceRequest, ProtocolName, RequestHead
 from extproc.core.rules.ruleset import RuleMatch, RuleSet
+from tests.unit.strategies import yaml_values
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -345,207 +345,8 @@ def test_without_a_body_body_rules_do_not_apply() -> None:
     assert hit(nt, req(None, model="z", **kserve)) == "r"
 
 
-# --------------------------------------------------------------------------- validation
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("{rules: 1}", "rules: must be a list of rules"),
-        ("[1]", "rules[0]: must be a mapping with name, when and route"),
-        ("[{when: {model: a}, route: {model: b}}]", "rules[0].name: required"),
-        ("[{name: 'a b', when: {model: a}, route: {model: b}}]", "rules[0].name: required"),
-        ("[{name: a, route: {model: b}}]", "rules[0].when: required"),
-        ("[{name: a, when: {}, route: {model: b}}]", "rules[0].when: required"),
-        ("[{name: a, when: [], route: {model: b}}]", "rules[0].when: required"),
-        ("[{name: a, when: {model: a}}]", "rules[0].route: required"),
-        ("[{name: a, when: {model: a}, route: {}}]", "rules[0].route: required"),
-        (
-            "[{name: a, when: {model: a}, route: {capabilities: ''}}]",
-            "rules[0].route: needs at least one",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {model: b, weight: 2}}]",
-            "rules[0].route.weight: unknown action",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {model: ''}}]",
-            "rules[0].route.model: must be a non-empty string",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {version: true}}]",
-            "rules[0].route.version: must be",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {capabilities: 'x>=abc'}}]",
-            "rules[0].route.capabilities: item 'x>=abc': >= needs a number",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {capabilities: 'nope'}}]",
-            "rules[0].route.capabilities: item 'nope' is not key=value",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {capabilities: {k: [1]}}}]",
-            "rules[0].route.capabilities.k: must map",
-        ),
-        (
-            "[{name: a, when: {model: a}, route: {model: b}, extra: 1}]",
-            "rules[0].extra: unknown key",
-        ),
-        (
-            "[{name: a, when: {modle: a}, route: {model: b}}]",
-            "rules[0].when.modle: unknown condition",
-        ),
-        (
-            "[{name: a, when: {model: 3}, route: {model: b}}]",
-            "rules[0].when.model: must be a string",
-        ),
-        (
-            "[{name: a, when: {model: []}, route: {model: b}}]",
-            "rules[0].when.model: must be a string",
-        ),
-        (
-            "[{name: a, when: {path: {regex: '('}}, route: {model: b}}]",
-            "rules[0].when.path.regex: bad regular expression: missing ), unterminated subpattern",
-        ),
-        (
-            "[{name: a, when: {path: {regex: x, other: 1}}, route: {model: b}}]",
-            "rules[0].when.path: must be",
-        ),
-        (
-            "[{name: a, when: {protocol: grpc}, route: {model: b}}]",
-            "rules[0].when.protocol: must be openai",
-        ),
-        (
-            "[{name: a, when: {header: [x]}, route: {model: b}}]",
-            "rules[0].when.header: must be a mapping",
-        ),
-        (
-            "[{name: a, when: {header: {x-a: 1}}, route: {model: b}}]",
-            "rules[0].when.header.x-a: must be a string",
-        ),
-        ("[{name: a, when: {has: [1]}, route: {model: b}}]", "rules[0].when.has: must be a list"),
-        (
-            "[{name: a, when: {messages: 12}, route: {model: b}}]",
-            "rules[0].when.messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
-        ),
-        (
-            "[{name: a, when: {messages: {ge: 1}}, route: {model: b}}]",
-            "rules[0].when.messages: must be a mapping",
-        ),
-        (
-            "[{name: a, when: {prompt_chars: {gt: '1'}}, route: {model: b}}]",
-            "rules[0].when.prompt_chars: must be a mapping",
-        ),
-        (
-            "[{name: a, when: {max_tokens: {gt: true}}, route: {model: b}}]",
-            "rules[0].when.max_tokens: must be a mapping",
-        ),
-        (
-            "[{name: a, when: {batch_size: {gt: .nan}}, route: {model: b}}]",
-            "rules[0].when.batch_size: must be a mapping",
-        ),
-        (
-            "[{name: a, when: {last_user_message: 'x'}, route: {model: b}}]",
-            "rules[0].when.last_user_message: must be {regex",
-        ),
-        (
-            "[{name: a, when: {last_user_message: {contains: ''}}, route: {model: b}}]",
-            "rules[0].when.last_user_message.contains: must be",
-        ),
-        (
-            "[{name: a, when: {last_user_message: {regex: '[a'}}, route: {model: b}}]",
-            "rules[0].when.last_user_message.regex: bad regular expression",
-        ),
-        (
-            "[{name: a, when: {body_field: {equals: 1}}, route: {model: b}}]",
-            "rules[0].when.body_field.pointer: required",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: a, equals: 1}}, route: {model: b}}]",
-            "rules[0].when.body_field.pointer: required",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a~2, equals: 1}}, route: {model: b}}]",
-            "rules[0].when.body_field.pointer: '~' must be",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a}}, route: {model: b}}]",
-            "rules[0].when.body_field: needs exactly one",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a, equals: 1, regex: x}}, route: {model: b}}]",
-            "rules[0].when.body_field: needs exactly one",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a, equals: [1]}}, route: {model: b}}]",
-            "rules[0].when.body_field.equals: must be",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a, exists: 1}}, route: {model: b}}]",
-            "rules[0].when.body_field.exists: must be true or false",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a, is: 1}}, route: {model: b}}]",
-            "rules[0].when.body_field.is: unknown key",
-        ),
-        (
-            "[{name: a, when: {body_field: {pointer: /a, gt: x}}, route: {model: b}}]",
-            "rules[0].when.body_field: must be a mapping of gt",
-        ),
-        (
-            "[{name: a, when: {any: []}, route: {model: b}}]",
-            "rules[0].when.any: must be a non-empty list",
-        ),
-        (
-            "[{name: a, when: {any: [{model: a}, {}]}, route: {model: b}}]",
-            "rules[0].when.any[1]: required",
-        ),
-        (
-            "[{name: a, when: {any: [{messages: {gt: x}}]}, route: {model: b}}]",
-            "rules[0].when.any[0].messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
-        ),
-        ("[{name: a, when: {not: {has: 3}}, route: {model: b}}]", "rules[0].when.not.has: must be"),
-    ],
-)
-def test_validation_problem(text: str, problem: str) -> None:
-    with pytest.raises(RulesError) as info:
-        compile_rules(yaml.safe_load(text))
-    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
-    assert isinstance(info.value, ValueError)
-
-
-def test_every_problem_is_reported_with_where() -> None:
-    text = """
-    - {name: a, when: {model: a}, route: {model: b}}
-    - {name: a, when: {messages: 1}, route: {}}
-    - {name: c, when: {x: 1}, route: {model: b}}
-    """
-    with pytest.raises(RulesError) as info:
-        compile_rules(yaml.safe_load(text), where="routes.yaml: rules")
-    assert info.value.problems == [
-        "routes.yaml: rules[1].name: duplicate rule name 'a'",
-        "routes.yaml: rules[1].when.messages: must be a mapping of gt/gte/lt/lte/eq to numbers",
-        "routes.yaml: rules[1].route: required: a mapping with model, version and/or capabilities",
-        "routes.yaml: rules[2].when.x: unknown condition; use one of path, model, protocol, "
-        "header, tenant, has, body_field, messages, prompt_chars, max_tokens, batch_size, "
-        "last_user_message, any, not",
-    ]
-
-
 # --------------------------------------------------------------------------- never raises
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
-    ),
-    max_leaves=30,
-)
 KEYS = st.sampled_from(
     [
         "messages",
@@ -573,9 +374,11 @@ MESSAGE = st.fixed_dictionaries(
     optional={
         "role": ROLE,
         "content": st.one_of(
-            JSON,
+            yaml_values,
             st.lists(
-                st.fixed_dictionaries({}, optional={"type": st.just("text") | JSON, "text": JSON})
+                st.fixed_dictionaries(
+                    {}, optional={"type": st.just("text") | yaml_values, "text": yaml_values}
+                )
             ),
         ),
     },
@@ -583,10 +386,13 @@ MESSAGE = st.fixed_dictionaries(
 BODY = st.dictionaries(
     KEYS,
     st.one_of(
-        JSON,
+        yaml_values,
         st.lists(MESSAGE, max_size=4),
-        st.dictionaries(KEYS, JSON, max_size=4),
-        st.lists(st.fixed_dictionaries({}, optional={"shape": JSON | st.lists(JSON)}), max_size=2),
+        st.dictionaries(KEYS, yaml_values, max_size=4),
+        st.lists(
+            st.fixed_dictionaries({}, optional={"shape": yaml_values | st.lists(yaml_values)}),
+            max_size=2,
+        ),
     ),
     max_size=8,
 )
@@ -622,38 +428,7 @@ def test_evaluate_never_raises(body: dict[str, Any], protocol: ProtocolName, pat
             single.needs_body_for(request)
 
 
-@settings(max_examples=200, deadline=None)
-@given(raw=JSON)
-def test_parse_raises_only_rules_error(raw: Any) -> None:
-    for candidate in (
-        raw,
-        [raw],
-        [{"name": "a", "when": raw, "route": {"model": "b"}}],
-        [{"name": "a", "when": {"model": "m"}, "route": raw}],
-    ):
-        try:
-            compile_rules(candidate)
-        except RulesError as exc:
-            assert exc.problems and all(isinstance(p, str) for p in exc.problems)
-
-
-# --------------------------------------------------------------------------- shipped examples
-
-
-def test_example_rules_parse() -> None:
-    from pathlib import Path
-
-    files = sorted((Path(__file__).parents[2] / "examples").glob("rules-*.yaml"))
-    assert len(files) >= 3
-    for f in files:
-        doc = yaml.safe_load(f.read_text())
-        rs = compile_rules(doc["rules"], tenant_header=doc.get("tenant_header", "x-tenant-id"))
-        assert rs.target_models() <= set(doc["models"]), f
-
-
 def test_last_user_message_keywords_ignore_case() -> None:
-    from extproc.core.request import InferenceRequest, RequestHead
-
     rules = compile_rules(
         [{"name": "med", "when": {"last_user_message": {"keywords": ["Patient", "diagnos"]}},
           "route": {"capabilities": "domain=medical"}}]
@@ -667,9 +442,3 @@ def test_last_user_message_keywords_ignore_case() -> None:
     assert rules.evaluate(req("My PATIENT is fine")) is not None
     assert rules.evaluate(req("a misdiagnosis")) is not None
     assert rules.evaluate(req("nothing here")) is None
-    with pytest.raises(RulesError) as info:
-        compile_rules([{"name": "x", "when": {"last_user_message": {"keywords": []}},
-                        "route": {"version": "1"}}])  # fmt: skip
-    assert info.value.problems == [
-        "rules[0].when.last_user_message.keywords: must be a non-empty list of non-empty strings"
-    ]

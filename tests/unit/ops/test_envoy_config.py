@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
 from extproc.control.loading import load_config, parse_config
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def _open_variant() -> str:

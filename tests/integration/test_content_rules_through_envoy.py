@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import yaml
 
 from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from tests.integration.conftest import StackFactory, running
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +137,53 @@ async def test_kserve_batch_size_picks_the_pool(
     text = (await client.get(f"http://127.0.0.1:{cfg.listener.metrics_port}/metrics")).text
     assert 'model_router_rule_matches_total{rule="big-batches-to-gpu"} 2.0' in text
     assert 'model_router_rule_matches_total{rule="small-batches-to-cpu"} 2.0' in text
+
+
+BATCH_SPECS = [
+    ModelServerSpec("resnet50-gpu", "kserve_v2", "resnet50", "1"),
+    ModelServerSpec("resnet50-cpu", "kserve_v2", "resnet50", "1"),
+    ModelServerSpec("fraud-xgb-cpu", "kserve_v2", "fraud-xgb", "3"),
+]
+
+
+def batch_routes(servers: dict[str, ModelServer]) -> str:
+    """``examples/rules-batch.yaml`` as shipped (models, deployments, rules), each
+    deployment served by the dev server of the same name; ports come from make_stack."""
+    doc = yaml.safe_load((ROOT / "examples" / "rules-batch.yaml").read_text())
+    for key in ("listener", "envoy", "failure_mode"):
+        doc.pop(key)
+    for dep in doc["deployments"]:
+        dep["endpoints"] = [servers[dep["name"]].address]
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
+async def test_kserve_ready_and_metadata_gets_route_under_body_reading_rules(
+    make_stack: StackFactory, client: httpx.AsyncClient
+) -> None:
+    """Regression: with rules-batch.yaml, GET .../ready and the metadata GET answered 400
+    invalid_body (the router asked for a body these calls never have). They reach one
+    of the model's servers and answer 200; infer calls still route on the batch size."""
+    async with running(BATCH_SPECS) as servers:
+        stack = await make_stack(batch_routes(servers))
+        pools = {"resnet50-gpu", "resnet50-cpu"}
+        for path in ("/v2/models/resnet50/ready", "/v2/models/resnet50/versions/1/ready"):
+            r = await client.get(stack.url + path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.headers["x-served-by"] in pools and r.headers["x-served-model"] == "resnet50"
+            assert r.headers["x-model-router-model"] == "resnet50"
+            assert r.json() == {"name": "resnet50", "ready": True}
+            got = servers[r.headers["x-served-by"]].received[-1]
+            assert (got.method, got.path, got.body_len) == ("GET", path, 0)
+        for path in ("/v2/models/resnet50", "/v2/models/resnet50/versions/1"):
+            r = await client.get(stack.url + path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.headers["x-served-by"] in pools
+            meta = r.json()
+            assert meta["name"] == "resnet50" and meta["versions"] == ["1"]
+            assert meta["inputs"] and meta["outputs"]
+            assert servers[r.headers["x-served-by"]].received[-1].path == path
+        url = stack.url + "/v2/models/resnet50/infer"
+        for batch, pool in ((64, "resnet50-gpu"), (1, "resnet50-cpu")):
+            r = await client.post(url, json=tensor(batch))
+            assert r.status_code == 200, r.text
+            assert r.headers["x-served-by"] == pool, batch

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from extproc.dev.model_servers import ModelServer, ModelServerSpec, run_servers, serve_forever
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +222,28 @@ async def test_kserve_metadata(kserve_server: ModelServer) -> None:
     assert versioned.json() == body
 
 
+async def test_kserve_model_ready(kserve_server: ModelServer) -> None:
+    """Open Inference Protocol model ready: a GET, 200 while ready (KServe's body)."""
+    async with _client(kserve_server) as client:
+        ready = await client.get("/v2/models/resnet/ready")
+        versioned = await client.get("/v2/models/resnet/versions/3/ready")
+        kserve_server.set_healthy(False)
+        not_ready = await client.get("/v2/models/resnet/ready")
+        not_ready_versioned = await client.get("/v2/models/resnet/versions/3/ready")
+    for resp in (ready, versioned, not_ready, not_ready_versioned):
+        _assert_tagged(resp, KSERVE)
+    assert ready.status_code == 200 and ready.json() == {"name": "resnet", "ready": True}
+    assert versioned.status_code == 200 and versioned.json() == ready.json()
+    assert not_ready.status_code == 503 and not_ready.json() == {"name": "resnet", "ready": False}
+    assert not_ready_versioned.status_code == 503
+    assert [(r.method, r.path, r.body_len) for r in kserve_server.received] == [
+        ("GET", "/v2/models/resnet/ready", 0),
+        ("GET", "/v2/models/resnet/versions/3/ready", 0),
+        ("GET", "/v2/models/resnet/ready", 0),
+        ("GET", "/v2/models/resnet/versions/3/ready", 0),
+    ]
+
+
 async def test_kserve_infer_json_and_binary(kserve_server: ModelServer) -> None:
     header = json.dumps({"id": "req-42", "inputs": [{"name": "img", "datatype": "UINT8"}]})
     binary = header.encode() + bytes(range(256)) * 4
@@ -264,6 +287,10 @@ async def test_kserve_strict_names() -> None:
         assert (await client.get("/v2/models/m")).status_code == 200
         assert (await client.get("/v2/models/m/versions/1")).status_code == 200
         assert (await client.get("/v2/models/other")).status_code == 404
+        assert (await client.get("/v2/models/m/ready")).status_code == 200
+        assert (await client.get("/v2/models/m/versions/1/ready")).status_code == 200
+        assert (await client.get("/v2/models/other/ready")).status_code == 404
+        assert (await client.get("/v2/models/m/versions/2/ready")).status_code == 404
         assert (await client.post("/v2/models/m/versions/2/infer", json={})).status_code == 404
 
 
@@ -279,11 +306,12 @@ async def test_run_servers_and_serve_forever(capsys: pytest.CaptureFixture[str])
     task = asyncio.create_task(serve_forever([OPENAI, KSERVE]))
     try:
         lines: list[str] = []
-        for _ in range(100):
-            lines += capsys.readouterr().out.splitlines()
-            if len(lines) >= 2:
-                break
-            await asyncio.sleep(0.02)
+
+        def two_lines_printed() -> bool:
+            lines.extend(capsys.readouterr().out.splitlines())
+            return len(lines) >= 2
+
+        await eventually(two_lines_printed, interval=0.02)
         assert len(lines) == 2
         name, kind, model, version, address = lines[1].split()
         assert (name, kind, model, version) == ("resnet-v3-a", "kserve_v2", "resnet", "3")
