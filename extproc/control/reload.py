@@ -42,7 +42,8 @@ STARTUP_ONLY = (
 """Settings read once at start-up: sockets, processes, gRPC message limits, and what
 is rendered into Envoy's bootstrap. Changing one needs a restart."""
 
-StateListener = Callable[[RouterState], None]
+StateListener = Callable[[RouterState, CompiledRouting], None]
+"""Told every new state, with the compiled routing file it came from."""
 
 
 def _get(config: Config, dotted: str) -> Any:
@@ -122,7 +123,7 @@ class Reloader:
 
     def _on_snapshot(self, registry: Registry, snapshot: Snapshot) -> None:
         if registry is self._registry:  # a registry being replaced publishes nothing
-            self._on_state(router_state(self.compiled, snapshot))
+            self._on_state(router_state(self.compiled, snapshot), self.compiled)
 
     def prepare(self) -> RouterState:
         """Create the registry (not started yet) and return the first state: no snapshot,
@@ -177,7 +178,7 @@ class Reloader:
                 return False
             self.compiled = compiled
             self._registry = registry
-            self._on_state(router_state(compiled, registry.snapshot))  # the atomic swap
+            self._on_state(router_state(compiled, registry.snapshot), compiled)
             self._on_reload("success")
             log.info("routing file reloaded", extra={"generation": generation})
             if registry is not old:

@@ -55,8 +55,14 @@ class ListenerConfig(_Strict):
     health checkers (Envoy's ext_proc cluster checks every 2 s) move traffic first."""
 
 
+RETRY_CONDITIONS = frozenset(
+    {"connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes"}
+)
+
+
 class EnvoyConfig(_Strict):
-    """Settings used when the router renders Envoy's bootstrap (``model-router up``)."""
+    """How Envoy is configured: its bootstrap (``model-router up``, ``envoy-config``) and the
+    clusters and routes the router serves it over xDS."""
 
     listen_host: str = "127.0.0.1"
     listen_port: Annotated[int, Field(ge=1, le=65535)] = 10000
@@ -64,6 +70,35 @@ class EnvoyConfig(_Strict):
     message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
     route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
     stream_idle_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    retry_on: tuple[str, ...] = ("connect-failure", "refused-stream", "reset")
+    """When Envoy tries the next endpoint (the router's fallbacks, then any other of the
+    deployment): Envoy ``retry_on`` conditions; add ``5xx`` to retry server errors."""
+    disclose_endpoint: bool = False
+    """Send the serving ``ip:port`` to clients in ``x-model-router-endpoint`` (logs always
+    have it)."""
+    routers: tuple[str, ...] = ()
+    """Other router replicas (``host:port`` of each worker) Envoy may use for xDS and
+    ext_proc, beside this router's own workers."""
+
+    @field_validator("retry_on")
+    @classmethod
+    def _known_conditions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - RETRY_CONDITIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown retry condition(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(RETRY_CONDITIONS))}"
+            )
+        return value
+
+    @field_validator("routers")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            m = _HOSTPORT.match(item)
+            if m is None or not is_ip(m["v6"] or m["host"]):
+                raise ValueError(f"router {item!r} must be ip:port (IPv6 as [addr]:port)")
+        return value
 
 
 class LimitsConfig(_Strict):
@@ -165,22 +200,15 @@ class ModelSchedulingConfig(_Strict):
         return self
 
 
-class FailOpenConfig(_Strict):
-    """Where Envoy sends OpenAI-path requests when the router is down and mode is open.
-
-    Envoy cannot read the body's ``model`` then; it routes on ``x-model`` or the KServe
-    path, and otherwise to the model named here for each OpenAI path.
-    """
-
-    chat_model: str | None = None
-    completions_model: str | None = None
-    embeddings_model: str | None = None
-
-
 class ModelConfig(_Strict):
     protocol: ProtocolName
     versions: Annotated[tuple[str, ...], Field(min_length=1)]
     scheduling: ModelSchedulingConfig | None = None
+    native: bool | Literal["auto"] = "auto"
+    """Whether Envoy routes this model's requests itself, without the router (README:
+    "Native routing"): ``auto`` where that gives the router's answer (KServe-path and
+    ``x-model`` models without a spec, a content rule or a load-aware profile);
+    ``true`` also for an OpenAI model, whose strict body checks are then skipped."""
     spec: Mapping[str, Any] | None = None
     """Inline model spec: ``{openai: {...}}`` or ``{kserve_v2: {...}}`` (see README)."""
 
@@ -212,6 +240,27 @@ class Endpoint(_Strict):
         return is_ip(self.host)
 
 
+class HealthCheckConfig(_Strict):
+    """Envoy's active health check of a deployment's endpoints (routing-file registry only:
+    Consul's own checks decide for Consul endpoints)."""
+
+    enabled: bool = True
+    path: str | None = None
+    """HTTP GET path; default by protocol: ``/health`` (OpenAI-compatible servers),
+    ``/v2/health/ready`` (KServe v2); generic models have none unless set here."""
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 1
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
 class DeploymentConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     model: str
@@ -220,6 +269,7 @@ class DeploymentConfig(_Strict):
     weight: Annotated[int, Field(ge=0, le=10000)] = 1
     tags: Mapping[str, str] = Field(default_factory=dict)
     enabled: bool = True
+    health_check: HealthCheckConfig = HealthCheckConfig()
 
     @field_validator("version", mode="before")
     @classmethod
@@ -256,10 +306,20 @@ class DeploymentConfig(_Strict):
 class Config(_Strict):
     """The whole routing file."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "fail_open" in data:
+            raise ValueError(
+                "fail_open: removed; with failure_mode: open, Envoy now sends each request "
+                "to its own model's deployments (identified from the path, x-model or the "
+                "body's model) using the last config the router pushed; delete this key"
+            )
+        return data
+
     listener: ListenerConfig = ListenerConfig()
     envoy: EnvoyConfig = EnvoyConfig()
     failure_mode: FailureMode = FailureMode.CLOSED
-    fail_open: FailOpenConfig = FailOpenConfig()
     limits: LimitsConfig = LimitsConfig()
     registry: RegistryConfig = RegistryConfig()
     scheduling: SchedulingConfig = SchedulingConfig()
@@ -292,11 +352,6 @@ class Config(_Strict):
                     f"{where}.version: {dep.version!r} is not one of model "
                     f"{dep.model!r} versions {list(model.versions)}"
                 )
-        fo = self.fail_open
-        for key in ("chat_model", "completions_model", "embeddings_model"):
-            name = getattr(fo, key)
-            if name is not None and name not in self.models:
-                problems.append(f"fail_open.{key}: {name!r} is not declared under models")
         profiles = {"default", *self.scheduling.profiles}
         if self.scheduling.profile not in profiles:
             problems.append(

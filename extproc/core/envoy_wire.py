@@ -8,6 +8,8 @@ the ``ProcessingRequest`` messages Envoy would send for a request
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -30,10 +32,32 @@ SUBSET_KEY = "x-gateway-destination-endpoint-subset"
 MODEL_HEADER = "x-model-router-model"
 VERSION_HEADER = "x-model-router-version"
 DEPLOYMENT_HEADER = "x-model-router-deployment"
+CLUSTER_HEADER = "x-model-router-cluster"
+"""The Envoy cluster (one per deployment) of the picked endpoints: the ``picked`` route
+reads it (``cluster_header``)."""
+ENDPOINT_HEADER = "x-model-router-endpoint"
+FAIL_OPEN_HEADER = "x-model-router-fail-open"
 ERROR_HEADER = "x-model-router-error"
 
-ROUTING_HEADERS = (DESTINATION_HEADER, MODEL_HEADER, VERSION_HEADER, DEPLOYMENT_HEADER)
+ROUTING_HEADERS = (
+    DESTINATION_HEADER,
+    CLUSTER_HEADER,
+    MODEL_HEADER,
+    VERSION_HEADER,
+    DEPLOYMENT_HEADER,
+)
 """Every header that steers or describes routing; clients' copies are stripped by Envoy."""
+
+_CLUSTER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def cluster_name(deployment: str) -> str:
+    """The Envoy cluster of a deployment (the xDS server and the router agree on it)."""
+    safe = _CLUSTER_UNSAFE.sub("_", deployment)
+    if safe != deployment:  # keep distinct deployments distinct after the substitution
+        safe += "." + hashlib.sha256(deployment.encode()).hexdigest()[:8]
+    return "deployment." + safe
+
 
 _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _SKIP_BODY = pm.ProcessingMode(request_body_mode=pm.ProcessingMode.NONE)
@@ -74,12 +98,15 @@ def _fill(
 ) -> None:
     # Built by mutation, not nested constructors: upb copies every nested message
     # passed as a keyword, which made this 4x slower on the hot path.
-    # The header carries the primary only: Envoy's ORIGINAL_DST cluster reads one ip:port
-    # from it. The metadata carries primary then fallbacks, for proxies whose
-    # load-balancing policy (e.g. override_host) walks the list on retry.
+    # Header and metadata carry the same list, primary first (endpoint picker protocol):
+    # the picked route sends the request to the deployment's cluster, whose override_host
+    # policy takes the first host and walks the rest on retry (hosts of other
+    # deployments are skipped), then falls back to its own load balancer.
     add = common.header_mutation.set_headers.add
+    endpoints = ",".join(decision.endpoints)
     for key, value in (
-        (DESTINATION_HEADER, decision.endpoints[0]),
+        (DESTINATION_HEADER, endpoints),
+        (CLUSTER_HEADER, cluster_name(decision.deployment)),
         (MODEL_HEADER, decision.model),
         (VERSION_HEADER, decision.version),
         (DEPLOYMENT_HEADER, decision.deployment),
@@ -98,9 +125,7 @@ def _fill(
         if rewrite.body is not None:
             common.body_mutation.body = rewrite.body
     common.clear_route_cache = True
-    md.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = ",".join(
-        decision.endpoints
-    )
+    md.fields[LB_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = endpoints
 
 
 def route_on_headers(decision: Decision, rewrite: Rewrite | None = None) -> ep.ProcessingResponse:

@@ -18,12 +18,16 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.reload import Reloader
+from extproc.control.xds.ads import AdsServicer
+from extproc.control.xds.cache import ResourceCache
+from extproc.control.xds.publisher import XdsPublisher
 from extproc.core.flow import RouterState
 from extproc.server.health import HealthReporter
 from extproc.server.metrics import Metrics, serve_metrics
@@ -51,6 +55,11 @@ class Server:
         self.metrics_port = listener.metrics_port + worker if listener.metrics_port else 0
         self.metrics = Metrics(registry or CollectorRegistry())
         self.health = HealthReporter()
+        self.xds = ResourceCache()
+        """What this worker serves Envoy over ADS (rebuilt on every state)."""
+        self.publisher = XdsPublisher(self.xds)
+        self._pending: tuple[RouterState, CompiledRouting] | None = None
+        self._applying: asyncio.Task[None] | None = None
         self.reloader = Reloader(
             compiled,
             path=Path(config_path) if config_path else None,
@@ -83,15 +92,35 @@ class Server:
     def compiled(self) -> CompiledRouting:
         return self.reloader.compiled
 
-    def _on_state(self, state: RouterState) -> None:
-        """A new state from the reloader: swap it in, publish its snapshot, get ready."""
-        if self._current is None:
-            return  # not started: startup() takes the first state from prepare()
-        self._current.state = state  # the atomic swap: open streams keep theirs
-        if state.snapshot is not None:
-            self.metrics.publish_snapshot(state.snapshot)
-            if not self.health.ready:
-                self._spawn(self.health.set_ready(True), f"health-serving-{self.worker}")
+    def _on_state(self, state: RouterState, compiled: CompiledRouting) -> None:
+        """A new state from the reloader. Envoy gets its clusters, endpoints and routes
+        first; the router swaps the state in once Envoy has them (see XdsPublisher).
+        States apply in order; when several arrive meanwhile, only the latest does."""
+        self._pending = (state, compiled)
+        if self._current is not None and (self._applying is None or self._applying.done()):
+            self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
+
+    async def _apply(self) -> None:
+        while self._pending is not None:
+            state, compiled = self._pending
+            self._pending = None
+            if state.snapshot is not None:
+                try:
+                    await self.publisher.publish(compiled, state.snapshot)
+                except Exception:  # a config push must never stop routing
+                    log.exception("cannot publish xDS resources; Envoy keeps the previous ones")
+                    self.metrics.internal_errors.inc()
+            assert self._current is not None
+            self._current.state = state  # the atomic swap: open streams keep theirs
+            if state.snapshot is not None:
+                self.metrics.publish_snapshot(state.snapshot)
+                if not self.health.ready:
+                    await self.health.set_ready(True)
+
+    async def settle(self) -> None:
+        """Wait until every state handed over so far is applied (tests, reload)."""
+        while self._applying is not None and not self._applying.done():
+            await asyncio.shield(self._applying)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -99,7 +128,9 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> bool:
-        return await self.reloader.reload()
+        ok = await self.reloader.reload()
+        await self.settle()
+        return ok
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -115,6 +146,8 @@ class Server:
             ]
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
+        ads = AdsServicer(self.xds, observer=self.metrics, name=f"model-router/{self.worker}")
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, self._grpc)
         self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         if self.bound_port == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
@@ -132,8 +165,9 @@ class Server:
         await self.health.set_ready(False)
         # gRPC is up (NOT_SERVING) before the registry syncs, so health checkers see why.
         await self.reloader.start()
-        if self.reloader.registry.ready:
-            await self.health.set_ready(True)
+        if self._pending is not None and self._applying is None:
+            self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
+        await self.settle()
         self.metrics.reloads.labels("success").inc()
         log.info(
             "ext_proc worker serving",
@@ -146,6 +180,8 @@ class Server:
         await self.health.shutdown()
         if listener.drain_delay_s:
             await asyncio.sleep(listener.drain_delay_s)
+        if self._applying is not None:
+            self._applying.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -155,6 +191,7 @@ class Server:
         if self._http is not None:
             await self._http.cleanup()
         await self.reloader.stop()
+        await self.publisher.stop()
         log.info("ext_proc worker stopped", extra={"worker": self.worker})
 
     def request_exit(self) -> None:

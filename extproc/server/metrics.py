@@ -115,6 +115,24 @@ class Metrics:
             "Seconds since the registry backend (Consul) last answered; 0 for the routing file.",
             registry=registry,
         )
+        self.xds_streams = Gauge(
+            f"{ns}_xds_streams", "Open ADS streams (Envoys fetching config).", registry=registry
+        )
+        self.xds_responses = Counter(
+            f"{ns}_xds_responses",
+            "xDS responses sent, by type (cds, eds, rds).",
+            ["type"],
+            registry=registry,
+        )
+        self.xds_acks = Counter(
+            f"{ns}_xds_acks", "xDS responses Envoy accepted, by type.", ["type"], registry=registry
+        )
+        self.xds_nacks = Counter(
+            f"{ns}_xds_nacks",
+            "xDS responses Envoy rejected (it keeps its previous config), by type.",
+            ["type"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, ...], Counter] = {}
         self._headers_only = self.duration.labels("headers")
         self._with_body = self.duration.labels("body")
@@ -161,6 +179,19 @@ class Metrics:
 
     def observe_stream(self, seconds: float) -> None:
         self._stream.observe(seconds)
+
+    # The xDS server's observer (extproc.control.xds.ads.XdsObserver).
+    def streams(self, delta: int) -> None:
+        self.xds_streams.inc(delta)
+
+    def sent(self, kind: str) -> None:
+        self._child(self.xds_responses, kind).inc()
+
+    def acked(self, kind: str) -> None:
+        self._child(self.xds_acks, kind).inc()
+
+    def nacked(self, kind: str) -> None:
+        self._child(self.xds_nacks, kind).inc()
 
     def publish_snapshot(self, snapshot: Snapshot) -> None:
         """Registry gauges for a new snapshot: endpoints by state, generation, load time."""

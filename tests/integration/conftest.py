@@ -96,7 +96,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             head = (
                 f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
                 f" workers: {workers}, grace_period_s: 2}}\n"
-                f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n"
+                f"envoy: {{listen_port: {listen}, admin_port: {admin}, disclose_endpoint: true}}\n"
                 f"failure_mode: {failure_mode}\n"
             )
             workdir = tmp_path / f"stack-{grpc_ports[0]}"

@@ -51,31 +51,72 @@ async def test_fail_closed_router_down_gives_json_503(
     assert sum(s.count for s in model_servers.values()) == before
 
 
-async def test_fail_open_router_down_uses_fallback_routes(
+FAIL_OPEN_CALLS: list[tuple[str, str, dict[str, object], dict[str, str]]] = [
+    # (model it must reach, path, body, headers)
+    ("chat-small", "/v1/chat/completions", CHAT, {}),
+    ("chat-small", "/v1/chat/completions", CHAT, {"x-model-version": "2"}),
+    ("embed-mini", "/v1/embeddings", {"model": "embed-mini", "input": "x"}, {}),
+    ("resnet50", "/v2/models/resnet50/versions/2/infer", RESNET, {}),
+    ("fraud-xgb", "/score", {}, {"x-model": "fraud-xgb"}),
+]
+
+
+async def test_fail_open_router_killed_mid_load_serves_every_request_at_its_own_model(
     model_servers: dict[str, ModelServer], make_stack: StackFactory, client: httpx.AsyncClient
 ) -> None:
-    fail_open = "fail_open: {chat_model: chat-small, embeddings_model: embed-mini}\n"
-    stack = await make_stack(routes_for(model_servers, header=fail_open), failure_mode="open")
+    """Envoy keeps the last clusters and routes the router pushed: with the router killed
+    under load, every request still reaches its own model (0 errors), marked as fail-open,
+    and chat-large (what no request names) is never touched."""
+    stack = await make_stack(routes_for(model_servers), failure_mode="open")
+    decoy = model_servers["chat-large-v1"]
+    decoy_before = decoy.count
+    killed = asyncio.Event()
+    outcomes: Counter[str] = Counter()
+
+    async def caller(i: int) -> None:
+        deadline = time.monotonic() + 20  # bounded even if the kill never happens
+        while time.monotonic() < deadline:
+            model, path, body, headers = FAIL_OPEN_CALLS[i % len(FAIL_OPEN_CALLS)]
+            i += 1
+            after_kill = killed.is_set()
+            r = await client.post(stack.url + path, json=body, headers=headers)
+            served = r.headers.get("x-served-model")
+            ok = r.status_code == 200 and served == model
+            outcomes["ok" if ok else f"bad:{r.status_code}:{model}->{served}"] += 1
+            if after_kill:
+                outcomes["marked" if r.headers.get("x-model-router-fail-open") == "1" else
+                         "unmarked-after-kill"] += 1  # fmt: skip
+                if outcomes["marked"] >= 100:
+                    return
+            if headers.get("x-model-version") == "2" and ok:
+                assert r.headers["x-served-version"] == "2"
+
+    callers = [asyncio.create_task(caller(i)) for i in range(8)]
+    await eventually(lambda: outcomes["ok"] >= 50, timeout=30, what="load before the kill")
     await _kill_router(stack)
-    url = stack.url
-    r = await client.post(url + "/v2/models/resnet50/versions/2/infer", json=RESNET)
-    assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
-    r = await client.post(url + "/v1/chat/completions", json=CHAT)
-    assert r.status_code == 200 and r.headers["x-served-model"] == "chat-small"
-    r = await client.post(url + "/v1/embeddings", json={"model": "embed-mini", "input": "x"})
-    assert r.status_code == 200 and r.headers["x-served-model"] == "embed-mini"
-    r = await client.post(url + "/score", json={}, headers={"x-model": "fraud-xgb"})
-    assert r.status_code == 200 and r.headers["x-served-model"] == "fraud-xgb"
+    killed.set()
+    await asyncio.gather(*callers)
+    assert set(outcomes) == {"ok", "marked"}, outcomes
+    assert decoy.count == decoy_before
+    stats = (await client.get(stack.admin_url + "/stats?filter=failure_mode_allowed")).text
+    allowed = [int(line.split(":")[1]) for line in stats.splitlines() if line.strip()]
+    assert allowed and sum(allowed) >= outcomes["marked"], stats
+
+
+async def test_fail_open_unknown_model_is_a_json_503(
+    model_servers: dict[str, ModelServer], make_stack: StackFactory, client: httpx.AsyncClient
+) -> None:
+    stack = await make_stack(routes_for(model_servers), failure_mode="open")
+    await _kill_router(stack)
     # A client-chosen endpoint is stripped before routing, so it cannot steer now either.
     evil = model_servers["chat-large-v1"].address
     r = await client.post(
-        url + "/v2/models/resnet50/infer",
+        stack.url + "/v2/models/resnet50/infer",
         json=RESNET,
         headers={"x-gateway-destination-endpoint": evil},
     )
     assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
-    # No fallback for an unknown KServe model: JSON 503.
-    r = await client.post(url + "/v2/models/nope/infer", json={})
+    r = await client.post(stack.url + "/v2/models/nope/infer", json={})
     assert r.status_code == 503 and r.json()["error"]["type"] == "router_unavailable"
 
 

@@ -56,9 +56,12 @@ async def test_corpus_routable_cases_land_on_the_right_server(
         assert resp.headers["x-model-router-version"] == version, case.id
         assert resp.headers["x-model-router-deployment"] == f"{model}-v{version}", case.id
         assert resp.headers["x-model-router-endpoint"] == model_servers[by].address, case.id
-        # The upstream got the routing headers from the router.
+        # Every corpus model has a spec, so the router decided: the upstream got its
+        # endpoint list (primary first, then fallbacks).
         got = model_servers[by].received[-1].headers
-        assert got["x-gateway-destination-endpoint"] == model_servers[by].address
+        picked = got["x-gateway-destination-endpoint"].split(",")
+        assert picked[0] == model_servers[by].address, case.id
+        assert "x-model-router-fail-open" not in resp.headers, case.id
 
 
 async def test_round_robin_spreads_over_replicas(

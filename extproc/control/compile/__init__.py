@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extproc.control.compile.rules import compile_rules
-from extproc.control.compile.scheduling import compile_scheduler
+from extproc.control.compile.scheduling import compile_scheduler, envoy_blocker
 from extproc.control.compile.specs import compile_config_specs
 from extproc.control.errors import ConfigError, ProblemsError
 from extproc.control.schema import Config
@@ -74,9 +74,33 @@ def compile_routing(config: Config, source: str = "<config>") -> CompiledRouting
         scheduler = compile_scheduler(config)
     except ProblemsError as exc:
         problems.extend(exc.problems)
+    if scheduler is not None:
+        problems.extend(_native_problems(config, specs, ruleset, scheduler))
     if problems or scheduler is None:
         raise ConfigError(source, problems)
     return CompiledRouting(config, source, specs, ruleset, scheduler)
+
+
+def _native_problems(
+    config: Config, specs: Mapping[str, CompiledSpec], ruleset: RuleSet, scheduler: Scheduler
+) -> list[str]:
+    """Problems with ``native: true`` the routing file alone shows (spec, rules, profile)."""
+    problems = []
+    for name, m in config.models.items():
+        if m.native is not True:
+            continue
+        why = []
+        if name in specs and m.protocol != "generic":
+            why.append("it has a spec")
+        rules = ruleset.may_apply(name, m.protocol)
+        if rules:
+            why.append(f"content rule(s) {', '.join(rules)} may apply")
+        blocker = envoy_blocker(scheduler.profile_for(name))
+        if blocker is not None:
+            why.append(blocker)
+        if why:
+            problems.append(f"models.{name}.native: true, but {'; '.join(why)}")
+    return problems
 
 
 def router_state(compiled: CompiledRouting, snapshot: Snapshot | None) -> RouterState:

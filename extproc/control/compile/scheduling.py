@@ -136,4 +136,27 @@ def compile_scheduler(config: Config) -> Scheduler:
     return Scheduler(profiles, s.profile, by_model)
 
 
-__all__ = ["DEFAULT_FILTERS", "REQUIRED_FILTERS", "SchedulingError", "compile_scheduler"]
+NATIVE_PICKERS = frozenset({"round_robin", "weighted_random"})
+"""Pickers Envoy has an equivalent of (round robin, weighted round robin)."""
+
+
+def envoy_blocker(profile: Profile) -> str | None:
+    """Why Envoy cannot apply ``profile`` itself (native routing), or ``None``."""
+    if profile.scorers:
+        return f"profile {profile.name!r} has scorers, which only the router runs"
+    if profile.picker.name not in NATIVE_PICKERS:
+        return f"profile {profile.name!r} picks with {profile.picker.name}, which Envoy lacks"
+    extra = [f.name for f in profile.filters if f.name not in DEFAULT_FILTERS]
+    if extra:
+        return f"profile {profile.name!r} has filter(s) {', '.join(extra)}"
+    return None
+
+
+__all__ = [
+    "DEFAULT_FILTERS",
+    "NATIVE_PICKERS",
+    "REQUIRED_FILTERS",
+    "SchedulingError",
+    "compile_scheduler",
+    "envoy_blocker",
+]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from extproc.core.capabilities import Requirements
 from extproc.core.request import InferenceRequest
-from extproc.core.rules.conditions import All, Ctx
+from extproc.core.rules.conditions import All, Ctx, Head, ProtocolIs
 
 __all__ = ["CompiledRule", "RuleAction", "RuleMatch", "RuleSet"]
 
@@ -54,6 +54,16 @@ class CompiledRule:
     name: str
     when: All
     action: RuleAction
+
+    def may_apply(self, model: str, protocol: str) -> bool:
+        """False only when the rule's own top-level ``model`` or ``protocol`` conditions
+        rule out requests for ``model`` over ``protocol`` (conservative: True otherwise)."""
+        for c in self.when.conds:
+            if isinstance(c, ProtocolIs) and protocol not in c.names:
+                return False
+            if isinstance(c, Head) and c.label == "model" and not c.match(model):
+                return False
+        return True
 
     def match(self, ctx: Ctx) -> RuleMatch:
         return RuleMatch(
@@ -105,6 +115,10 @@ class RuleSet:
             if rule.when.test(ctx):
                 return rule.match(ctx)
         return None
+
+    def may_apply(self, model: str, protocol: str) -> list[str]:
+        """The rules that could apply to a request for ``model`` over ``protocol``."""
+        return [r.name for r in self._rules if r.may_apply(model, protocol)]
 
     def target_models(self) -> set[str]:
         return {r.action.model for r in self._rules if r.action.model is not None}

@@ -66,7 +66,6 @@ def test_unknown_keys_and_pickers_rejected() -> None:
 def test_cross_references_checked() -> None:
     found = problems(
         "models: {a: {protocol: openai, versions: ['1']}}\n"
-        "fail_open: {chat_model: zzz}\n"
         "deployments:\n"
         "  - {name: d, model: a, version: '2', endpoints: ['127.0.0.1:1']}\n"
         "  - {name: d, model: b, version: '1', endpoints: ['127.0.0.1:2']}\n"
@@ -74,7 +73,14 @@ def test_cross_references_checked() -> None:
     assert "deployments[0].version: '2' is not one of model 'a' versions ['1']" in found
     assert "deployments[1].name: duplicate deployment name 'd'" in found
     assert "deployments[1].model: 'b' is not declared under models" in found
-    assert "fail_open.chat_model: 'zzz' is not declared under models" in found
+
+
+def test_removed_fail_open_key_says_what_replaced_it() -> None:
+    found = problems(
+        "models: {a: {protocol: openai, versions: ['1']}}\nfail_open: {chat_model: a}\n"
+    )
+    assert len(found) == 1 and found[0].startswith("fail_open: removed;")
+    assert "its own model's deployments" in found[0]
 
 
 def test_a_routing_file_needs_models() -> None:

@@ -21,7 +21,7 @@ def _reloader(tmp_path: Path, text: str = ROUTES) -> tuple[Reloader, list[Router
     states: list[RouterState] = []
     results: list[str] = []
     reloader = Reloader(
-        load_routing(path), path=path, on_state=states.append, on_reload=results.append,
+        load_routing(path), path=path, on_state=lambda s, _: states.append(s), on_reload=results.append,
         watch_interval_s=3600,
     )  # fmt: skip
     return reloader, states, results

@@ -47,6 +47,7 @@ def test_kserve_path_routes_on_headers_and_skips_body() -> None:
     assert hdrs["x-model-router-model"] == "resnet50"
     assert hdrs["x-model-router-version"] == "1"  # v2 is disabled
     assert hdrs["x-model-router-deployment"] == "rn1"
+    assert hdrs["x-model-router-cluster"] == "deployment.rn1"  # the picked route's cluster
     opts = resp.request_headers.response.header_mutation.set_headers
     assert all(o.append_action == core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD for o in opts)
     assert resp.request_headers.response.clear_route_cache
@@ -67,8 +68,10 @@ def test_openai_needs_body_then_routes_with_fallbacks() -> None:
     # metadata: primary plus ordered fallbacks, all distinct, all serving chat-small
     assert len(endpoints) == 3 and len(set(endpoints)) == 3
     assert set(endpoints) == {"127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"}
-    # header: the primary alone, as ORIGINAL_DST needs one ip:port
-    assert hdrs[DESTINATION_HEADER] == endpoints[0]
+    # header: the same list (endpoint picker protocol: header and metadata agree); the
+    # cluster's override_host policy takes the first and walks the rest on retry
+    assert hdrs[DESTINATION_HEADER] == md.string_value
+    assert hdrs["x-model-router-cluster"] == "deployment." + hdrs["x-model-router-deployment"]
     assert flow.outcome.used_body and flow.outcome.body_bytes == len(CHAT)
 
 
@@ -274,7 +277,7 @@ def test_kserve_ready_and_metadata_gets_skip_the_body_under_body_reading_rules()
         assert resp is not None and resp.HasField("request_headers"), path
         assert resp.mode_override.request_body_mode == pm.ProcessingMode.NONE
         hdrs = set_headers(resp)
-        assert hdrs[DESTINATION_HEADER] in resnet50, (path, hdrs)
+        assert hdrs[DESTINATION_HEADER].split(",")[0] in resnet50, (path, hdrs)
         assert hdrs["x-model-router-model"] == "resnet50"
         assert hdrs["x-model-router-version"] == "1"
     # The same routing file still reads infer bodies: the batch size picks the pool.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import yaml
 
 from extproc.control.loading import load_config, parse_config
+from extproc.core.envoy_wire import ROUTING_HEADERS
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
 from tests.support import ROOT
 
@@ -34,41 +35,39 @@ def _find(obj: object, key: str) -> list[object]:
 
 
 def test_rendering_follows_the_routing_file() -> None:
-    cfg = parse_config(_open_variant())
+    cfg = parse_config(_open_variant().replace("envoy:", "envoy:\n  routers: ['10.0.0.9:7000']", 1))
     doc = yaml.safe_load(render_bootstrap(cfg, EnvoyPorts(1000, 1001, (2000, 2001))))
-    ext_proc = _find(doc, "failure_mode_allow")
-    assert ext_proc == [True]
+    assert _find(doc, "failure_mode_allow") == [True]
     assert _find(doc, "max_request_bytes") == [4 * 1024 * 1024]
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    ports = [
-        e["endpoint"]["address"]["socket_address"]["port_value"]
-        for e in clusters["ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
-    ]
-    assert ports == [2000, 2001]
-    assert clusters["picked_endpoint"]["type"] == "ORIGINAL_DST"
-    fallback = [n for n in clusters if n.startswith("fallback_")]
-    assert len(fallback) == 5  # one per model with enabled deployments
-    routes = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-        "typed_config"
-    ]["route_config"]["virtual_hosts"][0]["routes"]
-    names = [r["name"] for r in routes]
-    assert names[0] == "picked" and names[-1] == "no_route"
-    assert "fallback_path_resnet50" in names and "fallback_header_chat-small" in names
-    assert "fallback_default_/v1/chat/completions" in names
+    assert set(clusters) == {"ext_proc", "xds"}  # deployments come over CDS
+    for name in ("ext_proc", "xds"):  # every worker, then the other routers
+        ports = [
+            (e["endpoint"]["address"]["socket_address"]["address"],
+             e["endpoint"]["address"]["socket_address"]["port_value"])
+            for e in clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        ]  # fmt: skip
+        assert ports == [("127.0.0.1", 2000), ("127.0.0.1", 2001), ("10.0.0.9", 7000)]
+    ads = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
+    assert ads["cluster_name"] == "xds"
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    rds = hcm["typed_config"]["rds"]
+    assert rds["route_config_name"] == "model_router" and rds["config_source"]["ads"] == {}
+    filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert filters.index("envoy.filters.http.json_to_metadata") < filters.index(
+        "envoy.filters.http.ext_proc"
+    )  # ext_proc's per-route switch must see the route json_to_metadata picked
     early = _find(doc, "early_header_mutation_extensions")[0]
     removed = {m["remove"] for m in early[0]["typed_config"]["mutations"]}  # type: ignore[index]
-    assert removed == {
-        "x-gateway-destination-endpoint", "x-model-router-model",
-        "x-model-router-version", "x-model-router-deployment",
-    }  # fmt: skip
+    assert removed == set(ROUTING_HEADERS)
+    assert "x-model-router-cluster" in removed
 
 
-def test_fail_closed_has_no_fallback_routes() -> None:
+def test_fail_closed_bootstrap() -> None:
     cfg = load_config(ROOT / "examples" / "routes.yaml")
     doc = yaml.safe_load(render_bootstrap(cfg))
-    clusters = [c["name"] for c in doc["static_resources"]["clusters"]]
-    assert clusters == ["ext_proc", "picked_endpoint"]
     assert _find(doc, "failure_mode_allow") == [False]
+    assert doc["node"]["id"] == "envoy-127.0.0.1-10000"
 
 
 def test_envoy_config_command_prints_the_shipped_file() -> None:
