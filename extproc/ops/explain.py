@@ -11,6 +11,7 @@ from typing import Any
 
 from extproc.control.compile import CompiledRouting, router_state
 from extproc.control.registry import Registry, RegistryInputs, make_registry
+from extproc.control.xds.plan import request_path
 from extproc.core import capabilities
 from extproc.core.envoy_wire import processing_messages
 from extproc.core.flow import Phase, RequestFlow, RouterState
@@ -31,9 +32,16 @@ async def explain_request(
     await registry.start()
     try:
         state = router_state(compiled, registry.snapshot)
-        return _explain(state, registry, method, path, headers, body)
+        result = _explain(state, registry, method, path, headers, body)
     finally:
         await registry.stop()
+    if state.snapshot is not None:
+        hdrs = {k.lower(): v for k, v in headers}
+        if method == "POST":  # as processing_messages sends it
+            hdrs.setdefault("content-type", "application/json")
+        way, why = request_path(compiled, state.snapshot, method, path, hdrs, body)
+        result["envoy"] = {"path": way, "why": why}
+    return result
 
 
 def _rewrite(rw: Rewrite | None) -> dict[str, Any] | None:

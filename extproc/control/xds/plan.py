@@ -11,11 +11,14 @@ or content coding is anything the router would check (see :mod:`.routes`).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.compile.scheduling import envoy_blocker
+from extproc.core.protocols import kserve_v2, openai
 from extproc.core.snapshot import Snapshot
 
 
@@ -71,3 +74,73 @@ def plan_model(compiled: CompiledRouting, snapshot: Snapshot, model: str) -> Mod
 def plan(compiled: CompiledRouting, snapshot: Snapshot) -> Mapping[str, ModelPlan]:
     """Every registered model's plan."""
     return {m: plan_model(compiled, snapshot, m) for m in sorted(snapshot.models)}
+
+
+_JSON_MEDIA = re.compile(r'(?i)application/json(\s*;\s*charset="?utf-?8"?)?\s*')
+
+
+def request_path(
+    compiled: CompiledRouting,
+    snapshot: Snapshot,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+) -> tuple[str, str]:
+    """``("native" | "ext_proc", why)``: how Envoy routes this request, decided as the
+    routes in :mod:`.routes` decide it (``model-router explain``). Independent of what
+    the router would answer: a native route skips the router's checks."""
+    path_only = path.partition("?")[0]
+    if path_only in openai.PATHS:
+        how, model = "body model", _body_model(headers, body)
+    elif (m := kserve_v2.match(path_only)) is not None:
+        how, model = "KServe path", m["name"]
+    else:
+        how, model = "x-model", headers.get("x-model")
+    if model is None or model not in snapshot.models:
+        return "ext_proc", "the model is not identified or not registered: the router answers"
+    plan = plan_model(compiled, snapshot, model)
+    if not plan.native:
+        return "ext_proc", f"model {model!r}: {plan.why}"
+    if "x-model-capabilities" in headers:
+        return "ext_proc", "x-model-capabilities: only the router matches capabilities"
+    if how == "x-model":
+        return "native", f"x-model {model!r}: {plan.why}"
+    body_checks = (
+        method == "POST"
+        and _JSON_MEDIA.fullmatch(headers.get("content-type", "")) is not None
+        and "content-encoding" not in headers
+    )
+    if how == "body model" and not plan.native_openai:
+        return "ext_proc", f"model {model!r}: OpenAI bodies are checked by the router"
+    if how == "KServe path":
+        infer = [f"/v2/models/{model}/infer"]
+        infer += [f"/v2/models/{model}/versions/{v}/infer" for v in snapshot.models[model].versions]
+        if path_only not in infer and not _is_unknown_version(path_only, model):
+            return "ext_proc", "KServe health and metadata calls go through the router"
+    if not body_checks:
+        return "ext_proc", "not a plain JSON POST: the router checks method and media type"
+    return "native", f"{how} {model!r}: {plan.why}"
+
+
+def _is_unknown_version(path: str, model: str) -> bool:
+    prefix = f"/v2/models/{model}/versions/"
+    return (
+        path.startswith(prefix)
+        and path.endswith("/infer")
+        and path.count("/") == 6 + model.count("/")
+    )
+
+
+def _body_model(headers: Mapping[str, str], body: bytes | None) -> str | None:
+    """The body's ``model`` as Envoy's json_to_metadata reads it (JSON bodies only)."""
+    if body is None or _JSON_MEDIA.fullmatch(headers.get("content-type", "")) is None:
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return (
+        str(model) if isinstance(model, str | int | float) and not isinstance(model, bool) else None
+    )
