@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -89,14 +89,27 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
     """
     async with contextlib.AsyncExitStack() as stops:
 
-        async def factory(routes: str, *, workers: int = 1, failure_mode: str = "closed") -> Stack:
-            grpc_ports = PORTS.take(workers, consecutive=True)
+        async def factory(
+            routes: str,
+            *,
+            workers: int = 1,
+            failure_mode: str = "closed",
+            grpc_port: int | None = None,
+            peers: Sequence[str] = (),
+        ) -> Stack:
+            """``grpc_port``: the router's (else allocated); ``peers``: other routers'
+            ``ip:port`` this stack's Envoy may also use (``envoy.routers``)."""
+            grpc_ports = (
+                [grpc_port] if grpc_port is not None else PORTS.take(workers, consecutive=True)
+            )
             metrics_ports = PORTS.take(workers, consecutive=True)
             listen, admin = PORTS.take(2)
+            routers = ", ".join(f'"{p}"' for p in peers)
             head = (
                 f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
                 f" workers: {workers}, grace_period_s: 2}}\n"
-                f"envoy: {{listen_port: {listen}, admin_port: {admin}, disclose_endpoint: true}}\n"
+                f"envoy: {{listen_port: {listen}, admin_port: {admin}, disclose_endpoint: true,"
+                f" routers: [{routers}]}}\n"
                 f"failure_mode: {failure_mode}\n"
             )
             workdir = tmp_path / f"stack-{grpc_ports[0]}"
