@@ -4,7 +4,9 @@ The reference point for the router's CPU targets, measured on the same machine i
 same bench run (``scripts/bench --router minimal|both``). KServe ``/v2/models/...``
 is decided on headers (``mode_override`` skips the body); anything else waits for the
 buffered body, reads ``"model"`` with orjson and answers a ``BodyResponse``. Both set
-``x-gateway-destination-endpoint`` like the router. No metrics, no logging.
+``x-gateway-destination-endpoint`` and the deployment's cluster like the router (the
+bench's deployments are ``<model>-<i>``, one per endpoint; Envoy's clusters and routes
+come from the real router over xDS). No metrics, no logging.
 
     python loadtest/minimal_extproc.py --port 50051 --endpoints 127.0.0.1:8001,127.0.0.1:8002
 """
@@ -28,23 +30,30 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
+CLUSTER_HEADER = "x-model-router-cluster"
+CLUSTER_PREFIX = b"deployment."
 KSERVE_PREFIX = b"/v2/models/"
 MAX_MESSAGE = 16 * 1024 * 1024
 _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _SKIP_BODY = pm.ProcessingMode.NONE
 
 
-def _route(common: ep.CommonResponse, endpoint: bytes) -> None:
-    opt = common.header_mutation.set_headers.add()
-    opt.header.key = DESTINATION_HEADER
-    opt.header.raw_value = endpoint
-    opt.append_action = _OVERWRITE
+def _route(common: ep.CommonResponse, pick: tuple[int, bytes], model: bytes) -> None:
+    index, endpoint = pick
+    for key, value in (
+        (DESTINATION_HEADER, endpoint),
+        (CLUSTER_HEADER, CLUSTER_PREFIX + model + b"-" + str(index).encode()),
+    ):
+        opt = common.header_mutation.set_headers.add()
+        opt.header.key = key
+        opt.header.raw_value = value
+        opt.append_action = _OVERWRITE
     common.clear_route_cache = True
 
 
 class Processor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, endpoints: list[bytes]) -> None:
-        self._next: Iterator[bytes] = itertools.cycle(endpoints)
+        self._next: Iterator[tuple[int, bytes]] = itertools.cycle(enumerate(endpoints))
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: object
@@ -60,13 +69,14 @@ class Processor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                         path = h.raw_value or h.value.encode()
                         break
                 if path.startswith(KSERVE_PREFIX) or headers.end_of_stream:
-                    _route(resp.request_headers.response, next(self._next))
+                    model = path[len(KSERVE_PREFIX) :].split(b"/", 1)[0]
+                    _route(resp.request_headers.response, next(self._next), model)
                     resp.mode_override.request_body_mode = _SKIP_BODY
                 else:
                     resp.request_headers.SetInParent()  # empty: Envoy sends the body next
             elif kind == "request_body":
-                orjson.loads(msg.request_body.body).get("model")  # one pool: read, not used
-                _route(resp.request_body.response, next(self._next))
+                model = orjson.loads(msg.request_body.body).get("model", "")
+                _route(resp.request_body.response, next(self._next), model.encode())
             else:
                 getattr(resp, kind).SetInParent()  # never sent by the shipped config
             yield resp

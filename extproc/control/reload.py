@@ -35,6 +35,7 @@ STARTUP_ONLY = (
     "listener.metrics_port",
     "listener.workers",
     "listener.pin_cpu",
+    "listener.unix_socket_dir",
     "limits.max_body_bytes",
     "failure_mode",
     "envoy",

@@ -27,6 +27,12 @@ class EnvoyPorts:
     ext_proc_host: str = "127.0.0.1"
     listen_host: str = "127.0.0.1"
     admin_host: str = "127.0.0.1"
+    xds_ports: tuple[int, ...] | None = None
+    """Where Envoy fetches its config, when not from the ext_proc workers (benchmarks
+    that put another ext_proc in front of the router's xDS)."""
+    unix_sockets: bool = True
+    """Reach this router's workers on their Unix sockets when the routing file has them
+    (same host); False: always TCP."""
 
     @classmethod
     def from_config(cls, config: Config) -> EnvoyPorts:
@@ -48,6 +54,10 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+def _pipe(path: str) -> str:
+    return f"{{address: {{pipe: {{path: {_q(path)}}}}}}}"
+
+
 def _socket(host: str, port: int) -> str:
     return f"{{address: {{socket_address: {{address: {_q(host)}, port_value: {port}}}}}}}"
 
@@ -60,11 +70,18 @@ def _removals(headers: tuple[str, ...], indent: int) -> str:
 def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
     """The Envoy bootstrap YAML for ``config`` (ports default to the routing file's)."""
     ports = ports or EnvoyPorts.from_config(config)
-    routers = [(ports.ext_proc_host, p) for p in ports.ext_proc_ports]
+    peers = []
     for item in config.envoy.routers:
-        host, _, port = item.rpartition(":")
-        routers.append((host.strip("[]"), int(port)))
-    endpoints = "".join(f"        - endpoint: {_socket(h, p)}\n" for h, p in routers)
+        host, _, peer_port = item.rpartition(":")
+        peers.append(_socket(host.strip("[]"), int(peer_port)))
+
+    def endpoints(worker_ports: tuple[int, ...]) -> str:
+        out = []
+        for i, port in enumerate(worker_ports):
+            sock = config.listener.unix_socket(i) if ports.unix_sockets else None
+            out.append(_pipe(sock) if sock else _socket(ports.ext_proc_host, port))
+        return "".join(f"        - endpoint: {e}\n" for e in [*out, *peers])
+
     limit = config.limits.max_body_bytes
     return Template(template_text()).substitute(
         NODE_ID=_q(f"envoy-{ports.listen_host}-{ports.listen_port}"),
@@ -72,7 +89,8 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         LISTEN_PORT=ports.listen_port,
         ADMIN_HOST=ports.admin_host,
         ADMIN_PORT=ports.admin_port,
-        ROUTER_ENDPOINTS=endpoints,
+        EXT_PROC_ENDPOINTS=endpoints(ports.ext_proc_ports),
+        XDS_ENDPOINTS=endpoints(ports.xds_ports or ports.ext_proc_ports),
         FAILURE_MODE_ALLOW="true" if config.failure_mode is FailureMode.OPEN else "false",
         MESSAGE_TIMEOUT=f"{config.envoy.message_timeout_ms / 1000:.3f}s",
         MAX_BODY_BYTES=limit,

@@ -36,6 +36,12 @@ from extproc.server.pump import CurrentState, ExternalProcessor
 log = logging.getLogger("extproc.server")
 
 
+def _clear_socket(path: Path) -> None:
+    """Make room for a Unix socket: its folder exists, a previous run's file is gone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+
 class Server:
     """One worker: gRPC ext_proc + health, the metrics endpoint and reloads."""
 
@@ -151,6 +157,11 @@ class Server:
         self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         if self.bound_port == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
+        sock = self.compiled.config.listener.unix_socket(self.worker)
+        if sock is not None:
+            _clear_socket(Path(sock))
+            if self._grpc.add_insecure_port(f"unix:{sock}") == 0:
+                raise OSError(f"cannot listen on unix:{sock}")
         if self.metrics_port:
             self._http, self.bound_metrics_port = await serve_metrics(
                 self.metrics.registry, self.host, self.metrics_port, worker=self.worker

@@ -28,8 +28,8 @@ from loadtest.bench.report import (
 from loadtest.bench.scenarios import (
     ALL_SETUPS,
     BASELINES,
+    DEFAULT_SETUPS,
     ROUTERS,
-    SETUPS,
     VALIDATION_SETUPS,
     Options,
     plan,
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     p.add_argument(
         "--setups",
-        default=",".join(s.name for s in SETUPS),
+        default=",".join(DEFAULT_SETUPS),
         help="comma-separated subset of: " + ", ".join(s.name for s in ALL_SETUPS),
     )
     p.add_argument(

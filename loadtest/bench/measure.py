@@ -216,6 +216,7 @@ async def run_setup(
         backends,
         validation=validation,
         pin_cpu=opts.pin_cpu,
+        unix_socket_dir=str(sdir / "sockets") if setup.uds else None,
     )
     config_path.write_text(text)
     config = parse_config(text, str(config_path))
@@ -233,7 +234,10 @@ async def run_setup(
                 "ports": EnvoyPorts.from_config(config),
             }
             if setup.minimal:
-                stack = MinimalStack(config, config_path, backends=backends, **kwargs)
+                (probe_port,) = PORTS.take(1)
+                stack = MinimalStack(
+                    config, config_path, backends=backends, probe_port=probe_port, **kwargs
+                )
             else:
                 stack = Stack(config, config_path, **kwargs)
             await stack.start()

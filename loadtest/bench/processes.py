@@ -13,11 +13,18 @@ import os
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from string import Template
 from typing import Any
 
-from extproc.ops.procs import ManagedProcess, envoy_argv, wait_grpc_serving, wait_http_ok
+from extproc.ops.procs import (
+    ManagedProcess,
+    envoy_argv,
+    router_argv,
+    wait_grpc_serving,
+    wait_http_ok,
+)
 from extproc.ops.stack import Stack
 from loadtest.bench.cpu import descendants
 from loadtest.bench.scenarios import Options
@@ -120,24 +127,42 @@ class DirectEnvoy:
 
 
 class MinimalStack(Stack):
-    """:class:`Stack` with ``loadtest/minimal_extproc.py`` in place of ``extproc serve``.
+    """:class:`Stack` with ``loadtest/minimal_extproc.py`` answering ext_proc.
 
-    Same routing file, same rendered Envoy bootstrap (pointing at the probe's port),
-    same readiness wait (gRPC health, the service name Envoy's health check uses).
+    The real router still runs, serving Envoy its clusters and routes over xDS (it is
+    idle while the load runs: its CPU is not counted); Envoy's ext_proc cluster points
+    at the probe. Same routing file, same rendered bootstrap otherwise, same readiness
+    wait (gRPC health, the service name Envoy's health check uses).
     """
 
-    def __init__(self, *args: Any, backends: list[int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backends: list[int], probe_port: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.endpoints = ",".join(f"127.0.0.1:{p}" for p in backends)
+        self.probe_port = probe_port
+        self.xds_router: ManagedProcess | None = None
+        router_ports = self.ports.ext_proc_ports
+        self.ports = replace(
+            self.ports, ext_proc_ports=(probe_port,), xds_ports=router_ports, unix_sockets=False
+        )
 
     async def start_router(self) -> None:
-        (port,) = self.ports.ext_proc_ports  # one probe process: --workers 1 only
-        argv = [sys.executable, str(MINIMAL_SCRIPT), "--port", str(port)]
+        self.xds_router = ManagedProcess(
+            "xds-router", router_argv(self.config_path, log_level=self.log_level),
+            log=self.workdir / "xds-router.log",
+        )  # fmt: skip
+        await self.xds_router.start()
+        host = self.config.listener.host
+        for port in self.ports.xds_ports or ():
+            await wait_grpc_serving(f"{host}:{port}", proc=self.xds_router)
+        argv = [sys.executable, str(MINIMAL_SCRIPT), "--port", str(self.probe_port)]
         argv += ["--endpoints", self.endpoints]
         self.router = ManagedProcess("router", argv, log=self.workdir / "router.log")
         await self.router.start()
-        host = self.config.listener.host
-        await wait_grpc_serving(f"{host}:{port}", EXT_PROC_SERVICE, proc=self.router)
+        await wait_grpc_serving(f"{host}:{self.probe_port}", EXT_PROC_SERVICE, proc=self.router)
+
+    async def stop_router(self) -> None:
+        await super().stop_router()
+        await stop_managed(self.xds_router, self.config.listener.grace_period_s + 5)
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -21,8 +21,11 @@ MINIMAL_SUFFIX = "_min"
 
 CHAT_MODEL = "bench-chat"
 KSERVE_MODEL = "bench-kserve"
+NATIVE_KSERVE_MODEL = "bench-native-kserve"
+NATIVE_CHAT_MODEL = "bench-native-chat"
 CHAT_PATH = "/v1/chat/completions"
 KSERVE_PATH = f"/v2/models/{KSERVE_MODEL}/infer"
+NATIVE_KSERVE_PATH = f"/v2/models/{NATIVE_KSERVE_MODEL}/infer"
 MODES = ("fixed", "max")
 
 
@@ -38,6 +41,10 @@ class Setup:
     note: str
     minimal: bool = False
     """Run with the minimal probe (``loadtest/minimal_extproc.py``) instead of the router."""
+    uds: bool = False
+    """Envoy reaches the router's ext_proc (and xDS) over a Unix domain socket."""
+    native: bool = False
+    """Envoy routes these requests itself (no ext_proc hop); the router only serves xDS."""
 
     def as_minimal(self) -> Setup:
         return replace(
@@ -55,7 +62,15 @@ SETUPS = (
     ),
     Setup("body", True, CHAT_PATH, "chat_4k", "direct", "OpenAI chat, 4 KiB body to router"),
     Setup("body_256k", True, CHAT_PATH, "chat_256k", "direct_256k", "OpenAI chat, 256 KiB body"),
-)
+    Setup("native_kserve", True, NATIVE_KSERVE_PATH, "native_kserve_small", "direct_small",
+          "KServe path, no spec: routed by Envoy (native)", native=True),
+    Setup("native_openai", True, CHAT_PATH, "native_chat_1k", "direct_1k",
+          "OpenAI chat 1 KiB, model read by Envoy (native: true)", native=True),
+    Setup("headers_uds", True, KSERVE_PATH, "kserve_small", "direct_small",
+          "KServe path, headers only, ext_proc over a Unix socket", uds=True),
+    Setup("body_uds", True, CHAT_PATH, "chat_4k", "direct",
+          "OpenAI chat, 4 KiB body to router over a Unix socket", uds=True),
+)  # fmt: skip
 VALIDATION_SETUPS = (
     Setup("valid_1k", True, CHAT_PATH, "valid_1k", "direct",
           "OpenAI chat 1 KiB: JSON Schema + limits + 2 content rules"),
@@ -65,6 +80,7 @@ VALIDATION_SETUPS = (
           "OpenAI chat 64 KiB: JSON Schema + limits + 2 content rules"),
 )  # fmt: skip
 ALL_SETUPS = SETUPS + VALIDATION_SETUPS
+DEFAULT_SETUPS = ("direct", "headers", "body", "body_256k")
 VALID_MODEL = "bench-valid"
 VALID_SPEC = {
     "openai": {
@@ -96,7 +112,10 @@ VALID_RULES = [  # both evaluated in full, neither matches: the worst case for r
 BASELINES = (
     Setup("direct_small", False, KSERVE_PATH, "kserve_small", "direct_small", "direct, small"),
     Setup("direct_256k", False, CHAT_PATH, "chat_256k", "direct_256k", "direct, 256 KiB"),
+    Setup("direct_1k", False, CHAT_PATH, "native_chat_1k", "direct_1k", "direct, 1 KiB chat"),
 )
+NATIVE_BASELINES = {"native_kserve": "direct_small", "native_openai": "direct_1k"}
+"""Native rows are judged against Envoy-direct with the same body: run with them."""
 
 
 @dataclass(slots=True)
@@ -154,6 +173,8 @@ def write_bodies(workdir: Path) -> dict[str, Path]:
         "valid_1k": _chat_body(1024, VALID_MODEL),
         "valid_4k": _chat_body(4 * 1024, VALID_MODEL),
         "valid_64k": _chat_body(64 * 1024, VALID_MODEL),
+        "native_kserve_small": json.dumps(kserve, separators=(",", ":")).encode(),
+        "native_chat_1k": _chat_body(1024, NATIVE_CHAT_MODEL),
     }
     out = {}
     for name, data in bodies.items():
@@ -172,10 +193,13 @@ def routes_yaml(
     *,
     validation: bool = False,
     pin_cpu: bool = False,
+    unix_socket_dir: str | None = None,
 ) -> str:
-    """The routing file: both models served by every nginx port (one deployment each)."""
+    """The routing file: every model served by every nginx port (one deployment each)."""
     deployments = []
-    models = (CHAT_MODEL, KSERVE_MODEL, VALID_MODEL) if validation else (CHAT_MODEL, KSERVE_MODEL)
+    models = [CHAT_MODEL, KSERVE_MODEL, NATIVE_KSERVE_MODEL, NATIVE_CHAT_MODEL]
+    if validation:
+        models.append(VALID_MODEL)
     for model in models:
         for i, port in enumerate(backends):
             deployments.append(
@@ -188,7 +212,10 @@ def routes_yaml(
             )
     model_docs: dict[str, Any] = {
         CHAT_MODEL: {"protocol": "openai", "versions": ["1"]},
-        KSERVE_MODEL: {"protocol": "kserve_v2", "versions": ["1"]},
+        # The headers row measures the ext_proc hop: keep it off Envoy's native routes.
+        KSERVE_MODEL: {"protocol": "kserve_v2", "versions": ["1"], "native": False},
+        NATIVE_KSERVE_MODEL: {"protocol": "kserve_v2", "versions": ["1"]},
+        NATIVE_CHAT_MODEL: {"protocol": "openai", "versions": ["1"], "native": True},
     }
     doc: dict[str, Any] = {
         "listener": {
@@ -198,6 +225,7 @@ def routes_yaml(
             "workers": workers,
             "grace_period_s": 1,
             "pin_cpu": pin_cpu,
+            "unix_socket_dir": unix_socket_dir,
         },
         "envoy": {"listen_port": listen, "admin_port": admin},
         "failure_mode": "closed",
@@ -211,38 +239,55 @@ def routes_yaml(
 
 
 def direct_bootstrap(rendered: str, backends: list[int]) -> str:
-    """The shipped bootstrap minus ext_proc: one route to a static cluster of ``backends``.
+    """The shipped bootstrap minus the router: one static route to a static cluster of
+    ``backends``, no ext_proc, no json_to_metadata, no xDS.
 
     Listener, HCM (early header mutation, access log, local replies), the buffer and
-    header_mutation filters and the route timeouts stay exactly as rendered.
+    header_mutation filters stay exactly as rendered; timeouts and limits are the ones
+    the router's routes and clusters use.
     """
     doc = yaml.safe_load(rendered)
+    doc.pop("dynamic_resources", None)
     static = doc["static_resources"]
     hcm = static["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"] = [
-        f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"
-    ]
-    vhost = hcm["route_config"]["virtual_hosts"][0]
-    picked = next(r for r in vhost["routes"] if r.get("name") == "picked")
-    vhost["routes"] = [
-        {
-            "name": "direct",
-            "match": {"prefix": "/"},
-            "route": {
-                "cluster": "bench_backends",
-                "timeout": picked["route"]["timeout"],
-                "idle_timeout": picked["route"]["idle_timeout"],
-            },
-        }
-    ]
-    picked_cluster = next(c for c in static["clusters"] if c["name"] == "picked_endpoint")
+    router_filters = ("envoy.filters.http.ext_proc", "envoy.filters.http.json_to_metadata")
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in router_filters]
+    hcm.pop("rds", None)
+    hcm["route_config"] = {
+        "name": "direct",
+        "virtual_hosts": [
+            {
+                "name": "all",
+                "domains": ["*"],
+                "request_body_buffer_limit": _body_limit(hcm),
+                "routes": [
+                    {
+                        "name": "direct",
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": "bench_backends", "timeout": "600s",
+                                  "idle_timeout": "300s"},
+                    }
+                ],
+            }
+        ],
+    }  # fmt: skip
+    high = 100000
     static["clusters"] = [
         {
             "name": "bench_backends",
             "type": "STATIC",
-            "connect_timeout": picked_cluster["connect_timeout"],
+            "connect_timeout": "2s",
             "lb_policy": "ROUND_ROBIN",
-            "circuit_breakers": picked_cluster["circuit_breakers"],
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": high,
+                        "max_pending_requests": high,
+                        "max_requests": high,
+                        "max_retries": high,
+                    }
+                ]
+            },
             "load_assignment": {
                 "cluster_name": "bench_backends",
                 "endpoints": [
@@ -262,9 +307,15 @@ def direct_bootstrap(rendered: str, backends: list[int]) -> str:
             },
         }
     ]
-    return "# generated by loadtest/bench: rendered bootstrap minus ext_proc\n" + (
+    return "# generated by loadtest/bench: rendered bootstrap minus the router\n" + (
         yaml.safe_dump(doc, sort_keys=False)
     )
+
+
+def _body_limit(hcm: dict[str, Any]) -> int:
+    """The rendered buffer filter's cap (the same number the router's routes use)."""
+    buffer = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    return int(buffer["typed_config"]["max_request_bytes"])
 
 
 def plan(opts: Options) -> Iterator[Setup]:
@@ -272,12 +323,14 @@ def plan(opts: Options) -> Iterator[Setup]:
     for s in ALL_SETUPS:
         if s.name not in opts.setups:
             continue
-        if not (s.routed and s in SETUPS) or opts.router == "model-router":
+        if not (s.routed and s in SETUPS) or s.native or s.uds or opts.router == "model-router":
             yield s
         elif opts.router == "minimal":
             yield s.as_minimal()
         else:
             yield s
             yield s.as_minimal()
-    if opts.baselines:
-        yield from BASELINES
+    needed = {NATIVE_BASELINES[n] for n in opts.setups if n in NATIVE_BASELINES}
+    for b in BASELINES:
+        if opts.baselines or (b.name in needed and b.name not in opts.setups):
+            yield b
