@@ -241,21 +241,27 @@ class RouteBuilder:
             for v in model.versions:
                 deps = [d for d in model.deployments if d.version == v]
                 match = {"path": f"/v2/models/{m}/versions/{v}/infer", **infer}
-                out.append(self._route(f"native/kserve/{m}@{v}", match, deps, plan, native=True))
+                out.append(
+                    self._route(f"native/kserve/{m}/versions/{v}", match, deps, plan, native=True)
+                )
             pattern = f"^/v2/models/{_re2(m)}/versions/[^/]+/infer$"
             err = VersionNotFound(
                 f"model {m!r} has no such version (registered: {', '.join(model.versions)})"
             )
             match = {"safe_regex": {"regex": pattern}, **infer}
             out.append(
-                self._error(f"native/kserve/{m}@unknown", match, err, native=True, j2m=False)
+                self._error(
+                    f"native/kserve/{m}/versions/unknown", match, err, native=True, j2m=False
+                )
             )
             base = {"path": f"/v2/models/{m}/infer", **infer}
             out += self._versions(f"native/kserve/{m}", model, plan, base, native=True)
         for v in model.versions:
             deps = [d for d in model.deployments if d.version == v]
             match = {"path_separated_prefix": f"/v2/models/{m}/versions/{v}"}
-            out.append(self._route(f"fail-open/kserve/{m}@{v}", match, deps, plan, native=False))
+            out.append(
+                self._route(f"fail-open/kserve/{m}/versions/{v}", match, deps, plan, native=False)
+            )
         base = {"path_separated_prefix": f"/v2/models/{m}"}
         return out + self._versions(f"fail-open/kserve/{m}", model, plan, base, native=False)
 
