@@ -197,8 +197,11 @@ async def _why(compiled: CompiledRouting, req: DemoRequest) -> str:
         [("content-type", "application/json"), *req.headers.items()],
         json.dumps(req.body).encode(),
     )
+    if result.get("envoy", {}).get("path") == "native":
+        return "Envoy routes it natively (no router hop): " + result["envoy"]["why"].split(":")[0]
     if result.get("outcome") == "reject":
-        return str(result["error"]["type"])
+        return "router: " + str(result["error"]["type"])
     r = result["request"]
     body = "body read" if r["body_inspected"] else "headers only"
-    return f"{r['protocol']}: {r['identified_by']} ({body}); {result['decision']['picker']}"
+    how = f"{r['protocol']}: {r['identified_by']} ({body}); {result['decision']['picker']}"
+    return "router: " + how
