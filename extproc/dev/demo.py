@@ -198,7 +198,8 @@ async def _why(compiled: CompiledRouting, req: DemoRequest) -> str:
         json.dumps(req.body).encode(),
     )
     if result.get("envoy", {}).get("path") == "native":
-        return "Envoy routes it natively (no router hop): " + result["envoy"]["why"].split(":")[0]
+        why = str(result["envoy"]["why"]).split(":")[0]
+        return f"Envoy routes it natively (no router hop): {why}"
     if result.get("outcome") == "reject":
         return "router: " + str(result["error"]["type"])
     r = result["request"]
