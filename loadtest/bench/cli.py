@@ -23,6 +23,7 @@ from loadtest.bench.report import (
     summarize_speedscope,
     table,
     targets,
+    uds_versus_tcp,
     versus_minimal,
 )
 from loadtest.bench.scenarios import (
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = versus_minimal(results)
     if lines:
         print("\nrouter vs minimal probe (same machine, same run):")
+        print("\n".join(lines))
+    lines = uds_versus_tcp(results)
+    if lines:
+        print("\next_proc over a Unix socket vs TCP loopback (same run):")
         print("\n".join(lines))
     if opts.profile_dir is not None:
         print("\nprofiles (py-spy, max-throughput runs):")

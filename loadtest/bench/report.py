@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench.measure import Result
-from loadtest.bench.scenarios import BASELINES, MINIMAL_SUFFIX, Setup
+from loadtest.bench.scenarios import BASELINES, MINIMAL_SUFFIX, MODES, NATIVE_BASELINES, Setup
 
 # Team design targets (printed next to the measurements; never used to alter them).
 TARGET_CPU_HEADERS_MAX_US = 200.0
@@ -18,6 +18,10 @@ TARGET_CPU_BODY_US = 300.0
 TARGET_ADDED_P50_MS = 0.6
 TARGET_ADDED_P99_MS = 2.5
 TARGET_THROUGHPUT_RATIO = 0.33
+# Native routing (the xDS issue): ratios to Envoy-direct with the same body, same run.
+TARGET_NATIVE_RPS_RATIO = 0.85
+TARGET_NATIVE_ADDED_P50_MS = 0.15
+TARGET_NATIVE_ADDED_P99_MS = 0.5
 
 
 def add_deltas(results: dict[str, dict[str, Result]], setups: list[Setup]) -> None:
@@ -110,6 +114,30 @@ def targets(results: dict[str, dict[str, Result]]) -> list[str]:
                     ratio >= TARGET_THROUGHPUT_RATIO,
                 )
             )
+    for name, base in NATIVE_BASELINES.items():  # native rows against same-body direct
+        r, b = get(name, "max"), get(base, "max")
+        if r is not None and b is not None and b.rps:
+            ratio = r.rps / b.rps
+            rows.append((f"max rps {name} / {base}", ratio, TARGET_NATIVE_RPS_RATIO,
+                         ratio >= TARGET_NATIVE_RPS_RATIO))  # fmt: skip
+        r = get(name, "fixed")
+        if r is not None and r.added_p50_ms is not None and r.added_p99_ms is not None:
+            rows.append(
+                (
+                    f"added p50 {name}, fixed (ms)",
+                    r.added_p50_ms,
+                    TARGET_NATIVE_ADDED_P50_MS,
+                    r.added_p50_ms <= TARGET_NATIVE_ADDED_P50_MS,
+                )
+            )
+            rows.append(
+                (
+                    f"added p99 {name}, fixed (ms)",
+                    r.added_p99_ms,
+                    TARGET_NATIVE_ADDED_P99_MS,
+                    r.added_p99_ms <= TARGET_NATIVE_ADDED_P99_MS,
+                )
+            )
     out = []
     for label, value, limit, ok in rows:
         cmp = ">=" if "rps" in label else "<="
@@ -117,6 +145,23 @@ def targets(results: dict[str, dict[str, Result]]) -> list[str]:
             f"  {label:<38} {_opt(value, '9.3f')}  target {cmp} {limit:<7g} "
             f"{'ok' if ok else 'MISS'}"
         )
+    return out
+
+
+def uds_versus_tcp(results: dict[str, dict[str, Result]]) -> list[str]:
+    """ext_proc over a Unix socket against TCP loopback, same run."""
+    out = []
+    for tcp in ("headers", "body"):
+        for mode in MODES:
+            a = results.get(tcp, {}).get(mode)
+            b = results.get(f"{tcp}_uds", {}).get(mode)
+            if a is None or b is None or not a.router_cpu_us_per_req:
+                continue
+            out.append(
+                f"  {tcp:<8} {mode:<5} router CPU uds {b.router_cpu_us_per_req:6.0f} vs tcp "
+                f"{a.router_cpu_us_per_req:6.0f} us/req (x{b.router_cpu_us_per_req / a.router_cpu_us_per_req:.2f})"
+                f"   p50 {b.p50_ms:.3f} vs {a.p50_ms:.3f} ms   rps {b.rps:6.0f} vs {a.rps:6.0f}"
+            )
     return out
 
 
