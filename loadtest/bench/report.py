@@ -157,9 +157,10 @@ def uds_versus_tcp(results: dict[str, dict[str, Result]]) -> list[str]:
             b = results.get(f"{tcp}_uds", {}).get(mode)
             if a is None or b is None or not a.router_cpu_us_per_req:
                 continue
+            ratio = b.router_cpu_us_per_req / a.router_cpu_us_per_req
             out.append(
                 f"  {tcp:<8} {mode:<5} router CPU uds {b.router_cpu_us_per_req:6.0f} vs tcp "
-                f"{a.router_cpu_us_per_req:6.0f} us/req (x{b.router_cpu_us_per_req / a.router_cpu_us_per_req:.2f})"
+                f"{a.router_cpu_us_per_req:6.0f} us/req (x{ratio:.2f})"
                 f"   p50 {b.p50_ms:.3f} vs {a.p50_ms:.3f} ms   rps {b.rps:6.0f} vs {a.rps:6.0f}"
             )
     return out
