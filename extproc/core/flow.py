@@ -27,6 +27,7 @@ from extproc.core.rewrite import Rewrite, for_upstream
 from extproc.core.rules.ruleset import RuleMatch, RuleSet
 from extproc.core.scheduling.profile import ScheduleTrace
 from extproc.core.scheduling.scheduler import Decision, Scheduler
+from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Snapshot
 from extproc.core.specs.check import CompiledSpec
 
@@ -47,6 +48,8 @@ class RouterState:
     ruleset: RuleSet
     max_body_bytes: int
     max_json_depth: int
+    signals: SignalBoard = field(default_factory=SignalBoard, compare=False)
+    """Live load, latency and in-flight counts (the same board across states)."""
     responses: ResponseCache = field(default_factory=ResponseCache, compare=False)
 
     def __repr__(self) -> str:
@@ -189,11 +192,15 @@ class RequestFlow:
 
     def _decide(self, request: InferenceRequest) -> Decision:
         self.outcome.request = request
-        decision = self._state.scheduler.schedule(
-            request, self._snapshot(), self._subset, self._trace
+        state = self._state
+        decision = state.scheduler.schedule(
+            request, self._snapshot(), self._subset, self._trace, state.signals
         )
         self.outcome.decision = decision
         self.phase = Phase.DONE
+        request_id = request.head.request_id
+        if request_id:  # released when Envoy's access log reports the request ended
+            state.signals.inflight.acquire(decision.endpoints[0], request_id)
         return decision
 
     def _on_headers(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse:

@@ -24,9 +24,11 @@ from extproc.control.compile.scheduling import compile_scheduler, envoy_blocker
 from extproc.control.compile.specs import compile_config_specs
 from extproc.control.errors import ConfigError, ProblemsError
 from extproc.control.schema import Config
+from extproc.core.envoy_wire import ResponseCache
 from extproc.core.flow import RouterState
 from extproc.core.rules.ruleset import RuleSet
 from extproc.core.scheduling.scheduler import Scheduler
+from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Snapshot
 from extproc.core.specs.check import CompiledSpec
 
@@ -103,9 +105,13 @@ def _native_problems(
     return problems
 
 
-def router_state(compiled: CompiledRouting, snapshot: Snapshot | None) -> RouterState:
-    """The state the hot path reads: ``compiled`` with one registry ``snapshot``."""
+def router_state(
+    compiled: CompiledRouting, snapshot: Snapshot | None, signals: SignalBoard | None = None
+) -> RouterState:
+    """The state the hot path reads: ``compiled`` with one registry ``snapshot`` and the
+    worker's live ``signals`` (an empty board when there are none: explain, tests)."""
     limits = compiled.config.limits
+    board = signals if signals is not None else SignalBoard()
     return RouterState(
         snapshot=snapshot,
         scheduler=compiled.scheduler,
@@ -113,6 +119,8 @@ def router_state(compiled: CompiledRouting, snapshot: Snapshot | None) -> Router
         ruleset=compiled.ruleset,
         max_body_bytes=limits.max_body_bytes,
         max_json_depth=limits.max_json_depth,
+        signals=board,
+        responses=ResponseCache(worker=board.worker_id),
     )
 
 

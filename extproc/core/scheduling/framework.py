@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from extproc.core.capabilities import Requirements
 from extproc.core.request import InferenceRequest
+from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Deployment, Endpoint, ModelEntry
 
 
@@ -51,6 +52,10 @@ class SchedulingRequest:
     capabilities: Requirements
     subset: frozenset[str] | None
     """The proxy's candidate subset (endpoint picker protocol), if it sent one."""
+    signals: SignalBoard
+    """Live load, latency, ejections and in-flight counts (read, never waited on)."""
+    now: float
+    """``time.monotonic()`` when scheduling started (staleness, ejection expiry)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ per snapshot, model and version; the rest run per request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFo
 from extproc.core.request import InferenceRequest
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest
 from extproc.core.scheduling.profile import Profile, ScheduleTrace
+from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import ModelEntry, Snapshot
 
 
@@ -110,6 +112,7 @@ class Scheduler:
         snapshot: Snapshot,
         subset: Collection[str] | None = None,
         trace: ScheduleTrace | None = None,
+        signals: SignalBoard | None = None,
     ) -> Decision:
         """Primary and fallback endpoints for ``request``: 404 unknown model or version,
         503 when no endpoint passes the filters. ``trace`` records every step."""
@@ -122,6 +125,8 @@ class Scheduler:
             version=request.version,
             capabilities=caps,
             subset=None if subset is None else frozenset(subset),
+            signals=signals if signals is not None else SignalBoard(),  # no live signals
+            now=time.monotonic(),
         )
         if trace is None:
             cands = self._cached_pool(snapshot, profile, req)
