@@ -25,6 +25,7 @@ from extproc.control.loading import load_config
 from extproc.control.registry import Registry, RegistryInputs, make_registry
 from extproc.control.schema import Config
 from extproc.core.flow import RouterState
+from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Snapshot
 
 log = logging.getLogger("extproc.control.reload")
@@ -89,8 +90,11 @@ class Reloader:
         on_state: StateListener,
         on_reload: Callable[[str], None] = lambda result: None,
         watch_interval_s: float = 1.0,
+        signals: SignalBoard | None = None,
     ) -> None:
         self.compiled = compiled
+        self.signals = signals
+        """The worker's live signals, shared by every state (None: an empty board each)."""
         self.path = path
         self.watch_interval_s = watch_interval_s
         self._on_state = on_state
@@ -124,13 +128,13 @@ class Reloader:
 
     def _on_snapshot(self, registry: Registry, snapshot: Snapshot) -> None:
         if registry is self._registry:  # a registry being replaced publishes nothing
-            self._on_state(router_state(self.compiled, snapshot), self.compiled)
+            self._on_state(router_state(self.compiled, snapshot, self.signals), self.compiled)
 
     def prepare(self) -> RouterState:
         """Create the registry (not started yet) and return the first state: no snapshot,
         so requests get a 503 and health stays NOT_SERVING until the registry syncs."""
         self._registry = self._new_registry(self.compiled, 0)
-        return router_state(self.compiled, None)
+        return router_state(self.compiled, None, self.signals)
 
     async def start(self) -> None:
         """Start the registry (it publishes its snapshots) and the file watch."""
@@ -179,7 +183,7 @@ class Reloader:
                 return False
             self.compiled = compiled
             self._registry = registry
-            self._on_state(router_state(compiled, registry.snapshot), compiled)
+            self._on_state(router_state(compiled, registry.snapshot, self.signals), compiled)
             self._on_reload("success")
             log.info("routing file reloaded", extra={"generation": generation})
             if registry is not old:

@@ -152,6 +152,53 @@ class RegistryConfig(_Strict):
     consul: ConsulConfig = ConsulConfig()
 
 
+class EjectionConfig(_Strict):
+    """Passive ejection from Envoy's access-log outcomes (the ``not_ejected`` filter)."""
+
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 3
+    """5xx answers or connect failures in a row that eject an endpoint."""
+    base_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """First cooldown; it doubles each time the endpoint is ejected again (up to max_s)."""
+    max_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    max_share: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Never more than this share of a deployment's endpoints out at once."""
+
+
+class SignalsConfig(_Strict):
+    """Live signals for load-aware scheduling, gathered off the request path."""
+
+    scrape_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 100
+    """How often model servers' metrics are scraped (only for models whose profile has
+    a scorer that reads them: queue, kv_cache, lora_affinity)."""
+    scrape_timeout_ms: Annotated[int, Field(ge=10, le=60000)] = 1000
+    max_concurrent_scrapes: Annotated[int, Field(ge=1, le=1024)] = 32
+    stale_after_ms: Annotated[int, Field(ge=10, le=600000)] = 2000
+    """Load older than this is stale: queue and KV scorers count it as saturated."""
+    inflight_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    """A pick whose access-log entry never came (Envoy dropped it) is released after this."""
+    access_log_flush_ms: Annotated[int, Field(ge=1, le=10000)] = 20
+    """Envoy's gRPC access-log flush interval (its default 1 s would hold in-flight counts
+    up to a second after each request ended)."""
+    latency_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    """EWMA weight of the newest latency sample."""
+    ejection: EjectionConfig = EjectionConfig()
+
+
+class MetricsSourceConfig(_Strict):
+    """Where a deployment's model servers export Prometheus metrics, and in which names."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Default: the endpoint's own port (vLLM, TGI, SGLang); Triton uses 8002."""
+    format: Literal["vllm", "triton", "custom"] | None = None
+    """Default by protocol: openai -> vllm, kserve_v2 -> triton."""
+    waiting: str | None = None
+    """``custom`` format: the gauge of queued requests (and running, kv_usage below)."""
+    running: str | None = None
+    kv_usage: str | None = None
+
+
 DEFAULT_FILTERS = ("routable", "version", "capabilities", "subset")
 """The default profile's filters: today's routing, as scheduling plugins."""
 
@@ -279,6 +326,7 @@ class DeploymentConfig(_Strict):
     tags: Mapping[str, str] = Field(default_factory=dict)
     enabled: bool = True
     health_check: HealthCheckConfig = HealthCheckConfig()
+    metrics: MetricsSourceConfig = MetricsSourceConfig()
 
     @field_validator("version", mode="before")
     @classmethod
@@ -332,6 +380,7 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     registry: RegistryConfig = RegistryConfig()
     scheduling: SchedulingConfig = SchedulingConfig()
+    signals: SignalsConfig = SignalsConfig()
     spec_files: tuple[str, ...] = ()
     """Files of model specs in the neutral form (model name -> spec), JSON or YAML,
     relative to the routing file."""
@@ -360,19 +409,6 @@ class Config(_Strict):
                 problems.append(
                     f"{where}.version: {dep.version!r} is not one of model "
                     f"{dep.model!r} versions {list(model.versions)}"
-                )
-        profiles = {"default", *self.scheduling.profiles}
-        if self.scheduling.profile not in profiles:
-            problems.append(
-                f"scheduling.profile: {self.scheduling.profile!r} is not a profile "
-                f"(declared: {', '.join(sorted(profiles))})"
-            )
-        for name, m in self.models.items():
-            ref = m.scheduling.profile if m.scheduling is not None else None
-            if ref is not None and ref not in profiles:
-                problems.append(
-                    f"models.{name}.scheduling.profile: {ref!r} is not a profile "
-                    f"(declared: {', '.join(sorted(profiles))})"
                 )
         if problems:
             raise ValueError("\n".join(problems))

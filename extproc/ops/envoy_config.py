@@ -14,7 +14,7 @@ from string import Template
 
 from extproc.control.schema import Config, FailureMode
 from extproc.control.xds.routes import ROUTE_CONFIG_NAME
-from extproc.core.envoy_wire import ROUTING_HEADERS
+from extproc.core.envoy_wire import ROUTING_HEADERS, WORKER_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +67,64 @@ def _removals(headers: tuple[str, ...], indent: int) -> str:
     return "".join(f"{' ' * indent}- remove: {h}\n" for h in headers)
 
 
+def _access_log(index: int, worker: str, flush: str) -> str:
+    return (
+        "          - name: envoy.access_loggers.http_grpc\n"
+        "            filter:\n"
+        "              header_filter:\n"
+        f"                header: {{name: {WORKER_HEADER},"
+        f" string_match: {{exact: {_q(worker)}}}}}\n"
+        "            typed_config:\n"
+        '              "@type": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3'
+        ".HttpGrpcAccessLogConfig\n"
+        "              common_config:\n"
+        f"                log_name: model_router_worker_{index}\n"
+        "                transport_api_version: V3\n"
+        f"                buffer_flush_interval: {flush}\n"
+        f"                grpc_service: {{envoy_grpc: {{cluster_name: access_log_{index}}}}}\n"
+    )
+
+
+def _access_log_cluster(index: int, endpoint: str) -> str:
+    name = f"access_log_{index}"
+    return (
+        f"  - name: {name}\n"
+        "    type: STATIC\n"
+        "    connect_timeout: 1s\n"
+        "    typed_extension_protocol_options:\n"
+        "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+        '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3'
+        ".HttpProtocolOptions\n"
+        "        explicit_http_config: {http2_protocol_options: {}}\n"
+        "    load_assignment:\n"
+        f"      cluster_name: {name}\n"
+        "      endpoints:\n"
+        "      - lb_endpoints:\n"
+        f"        - endpoint: {endpoint}\n"
+    )
+
+
 def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
     """The Envoy bootstrap YAML for ``config`` (ports default to the routing file's)."""
     ports = ports or EnvoyPorts.from_config(config)
-    peers = []
+    peers: list[tuple[str, str]] = []  # (worker id, endpoint)
     for item in config.envoy.routers:
         host, _, peer_port = item.rpartition(":")
-        peers.append(_socket(host.strip("[]"), int(peer_port)))
+        peers.append((item, _socket(host.strip("[]"), int(peer_port))))
 
-    def endpoints(worker_ports: tuple[int, ...]) -> str:
+    def workers(worker_ports: tuple[int, ...]) -> list[tuple[str, str]]:
         out = []
         for i, port in enumerate(worker_ports):
             sock = config.listener.unix_socket(i) if ports.unix_sockets else None
-            out.append(_pipe(sock) if sock else _socket(ports.ext_proc_host, port))
-        return "".join(f"        - endpoint: {e}\n" for e in [*out, *peers])
+            endpoint = _pipe(sock) if sock else _socket(ports.ext_proc_host, port)
+            out.append((f"{ports.ext_proc_host}:{port}", endpoint))
+        return [*out, *peers]
+
+    def endpoints(worker_ports: tuple[int, ...]) -> str:
+        return "".join(f"        - endpoint: {e}\n" for _, e in workers(worker_ports))
+
+    flush = f"{config.signals.access_log_flush_ms / 1000:.3f}s"
+    decided = workers(ports.ext_proc_ports)
 
     limit = config.limits.max_body_bytes
     return Template(template_text()).substitute(
@@ -98,4 +142,8 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         STRIP_ROUTING_HEADERS_EARLY=_removals(ROUTING_HEADERS, 14),
         STRIP_ROUTING_HEADERS=_removals(ROUTING_HEADERS, 16),
         ROUTE_CONFIG_NAME=ROUTE_CONFIG_NAME,
+        ROUTER_ACCESS_LOGS="".join(_access_log(i, w, flush) for i, (w, _) in enumerate(decided)),
+        ROUTER_ACCESS_LOG_CLUSTERS="".join(
+            _access_log_cluster(i, e) for i, (_, e) in enumerate(decided)
+        ),
     )

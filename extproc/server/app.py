@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -25,13 +26,16 @@ from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.reload import Reloader
+from extproc.control.signals import SignalCollector
 from extproc.control.xds.ads import AdsServicer
 from extproc.control.xds.cache import ResourceCache
 from extproc.control.xds.publisher import XdsPublisher
 from extproc.core.flow import RouterState
+from extproc.core.signals import SignalBoard
 from extproc.server.health import HealthReporter
 from extproc.server.metrics import Metrics, serve_metrics
 from extproc.server.pump import CurrentState, ExternalProcessor
+from extproc.server.signal_metrics import SignalMetrics
 
 log = logging.getLogger("extproc.server")
 
@@ -61,6 +65,9 @@ class Server:
         self.metrics_port = listener.metrics_port + worker if listener.metrics_port else 0
         self.metrics = Metrics(registry or CollectorRegistry())
         self.health = HealthReporter()
+        self.signals = SignalBoard(worker_id=f"{self.host}:{self.port}")
+        self.collector = SignalCollector(self.signals, compiled.config.signals)
+        self.metrics.registry.register(SignalMetrics(self.collector))
         self.xds = ResourceCache()
         """What this worker serves Envoy over ADS (rebuilt on every state)."""
         self.publisher = XdsPublisher(self.xds)
@@ -72,6 +79,7 @@ class Server:
             on_state=self._on_state,
             on_reload=lambda result: self.metrics.reloads.labels(result).inc(),
             watch_interval_s=watch_interval_s,
+            signals=self.signals,
         )
         self._current: CurrentState | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -111,6 +119,7 @@ class Server:
             state, compiled = self._pending
             self._pending = None
             if state.snapshot is not None:
+                self.collector.update(compiled, state.snapshot)
                 try:
                     await self.publisher.publish(compiled, state.snapshot)
                 except Exception:  # a config push must never stop routing
@@ -154,6 +163,7 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         ads = AdsServicer(self.xds, observer=self.metrics, name=f"model-router/{self.worker}")
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, self._grpc)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.collector.access_log, self._grpc)
         self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         if self.bound_port == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
@@ -176,6 +186,7 @@ class Server:
         await self.health.set_ready(False)
         # gRPC is up (NOT_SERVING) before the registry syncs, so health checkers see why.
         await self.reloader.start()
+        self.collector.start()
         if self._pending is not None and self._applying is None:
             self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
         await self.settle()
@@ -203,6 +214,7 @@ class Server:
             await self._http.cleanup()
         await self.reloader.stop()
         await self.publisher.stop()
+        await self.collector.stop()
         log.info("ext_proc worker stopped", extra={"worker": self.worker})
 
     def request_exit(self) -> None:

@@ -8,12 +8,13 @@ types are errors naming their key path). Every problem is reported at once.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, get_type_hints
 
 from pydantic import ConfigDict, ValidationError, create_model
 
 from extproc.control.errors import ProblemsError
-from extproc.control.schema import DEFAULT_FILTERS, Config, PluginRef, ProfileConfig
+from extproc.control.schema import DEFAULT_FILTERS, Config, PluginRef, ProfileConfig, ScorerRef
 from extproc.core.scheduling.framework import Filter, Picker, Plugin, Scorer
 from extproc.core.scheduling.plugins import by_kind
 from extproc.core.scheduling.profile import Profile, WeightedScorer
@@ -94,6 +95,37 @@ def _profile(
     )
 
 
+def _scorers(*pairs: tuple[str, float]) -> tuple[ScorerRef, ...]:
+    return tuple(ScorerRef(type=name, weight=weight) for name, weight in pairs)
+
+
+BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
+    # The Gateway API Inference Extension / llm-d endpoint picker's default profile.
+    "gie-default": ProfileConfig(
+        scorers=_scorers(("queue", 2), ("kv_cache", 2), ("prefix_cache", 3)),
+        picker=PluginRef(type="max_score"),
+    ),
+    "least-inflight": ProfileConfig(
+        scorers=_scorers(("least_inflight", 1)), picker=PluginRef(type="max_score")
+    ),
+    # Ours: the router's own fresh in-flight counts first, then the scraped queue and KV
+    # cache, prefix affinity and observed latency; failing endpoints left out.
+    "load-aware": ProfileConfig(
+        filters=tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, "not_ejected")),
+        scorers=_scorers(
+            ("least_inflight", 3),
+            ("queue", 2),
+            ("kv_cache", 1),
+            ("prefix_cache", 2),
+            ("latency", 1),
+        ),
+        picker=PluginRef(type="max_score"),
+    ),
+}
+"""Profiles every routing file can name without declaring them (a declared profile of
+the same name replaces the built-in one)."""
+
+
 def compile_scheduler(config: Config) -> Scheduler:
     """Profiles (the built-in ``default``, the named ones, per-model shorthands) and
     which model uses which; :class:`SchedulingError` lists every problem."""
@@ -107,6 +139,8 @@ def compile_scheduler(config: Config) -> Scheduler:
         problems.append(
             "scheduling.picker: profiles.default is declared; set its picker there instead"
         )
+    for name, cfg in BUILTIN_PROFILES.items():
+        specs[name] = (cfg, f"built-in profile {name}")
     for name, cfg in s.profiles.items():
         specs[name] = (cfg, f"scheduling.profiles.{name}")
     by_model: dict[str, str] = {}
@@ -126,6 +160,14 @@ def compile_scheduler(config: Config) -> Scheduler:
                                 max_fallbacks=fallbacks)  # fmt: skip
             specs[name] = (cfg, f"models.{model}.scheduling")
             by_model[model] = name
+    known = ", ".join(sorted(specs))
+    if s.profile not in specs:
+        problems.append(f"scheduling.profile: {s.profile!r} is not a profile (known: {known})")
+    for model, name in by_model.items():
+        if name not in specs:
+            problems.append(
+                f"models.{model}.scheduling.profile: {name!r} is not a profile (known: {known})"
+            )
     profiles: dict[str, Profile] = {}
     for name, (cfg, at) in specs.items():
         profile = _profile(name, cfg, s.max_fallbacks, at, problems)

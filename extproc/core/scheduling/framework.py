@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import random
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from extproc.core.capabilities import Requirements
@@ -56,6 +56,8 @@ class SchedulingRequest:
     """Live load, latency, ejections and in-flight counts (read, never waited on)."""
     now: float
     """``time.monotonic()`` when scheduling started (staleness, ejection expiry)."""
+    scratch: dict[str, Any] = field(default_factory=dict)
+    """Per-request memo plugins share (e.g. the prompt's block hashes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,9 @@ class Scorer(Plugin):
     @abc.abstractmethod
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         """One score per candidate, in order, each in [0, 1]."""
+
+    def picked(self, req: SchedulingRequest, primary: Candidate) -> None:
+        """Told the primary the profile picked (scorers that learn from their own picks)."""
 
 
 class Picker(Plugin):

@@ -133,4 +133,8 @@ class Profile:
         scores = self.score(req, candidates, trace) if self.scorers else None
         if trace is not None:
             trace.picker = self.picker.name
-        return self.picker.pick(key, candidates, scores, 1 + self.max_fallbacks)
+        picked = self.picker.pick(key, candidates, scores, 1 + self.max_fallbacks)
+        if picked and self.scorers:
+            for ws in self.scorers:
+                ws.scorer.picked(req, picked[0])
+        return picked

@@ -40,7 +40,12 @@ def test_rendering_follows_the_routing_file() -> None:
     assert _find(doc, "failure_mode_allow") == [True]
     assert _find(doc, "max_request_bytes") == [4 * 1024 * 1024]
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    assert set(clusters) == {"ext_proc", "xds"}  # deployments come over CDS
+    # Deployments come over CDS; one access-log cluster per router worker it may use.
+    assert set(clusters) == {"ext_proc", "xds", "access_log_0", "access_log_1", "access_log_2"}
+    loggers = [a for a in _find(doc, "access_log")[0] if a["name"].endswith("http_grpc")]
+    assert [a["filter"]["header_filter"]["header"]["string_match"]["exact"] for a in loggers] == [
+        "127.0.0.1:2000", "127.0.0.1:2001", "10.0.0.9:7000",
+    ]  # fmt: skip
     for name in ("ext_proc", "xds"):  # every worker, then the other routers
         ports = [
             (e["endpoint"]["address"]["socket_address"]["address"],

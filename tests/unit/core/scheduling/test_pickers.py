@@ -22,9 +22,14 @@ EPS = _cands(("10.0.0.1:1", "a", 1), ("10.0.0.2:1", "b", 3), ("10.0.0.3:1", "c",
 
 
 def test_plugins_registered_by_kind_and_unique_name() -> None:
-    assert set(by_kind("picker")) == {"round_robin", "weighted_random", "max_score"}
-    assert set(by_kind("filter")) == {"routable", "version", "capabilities", "subset"}
-    assert set(by_kind("scorer")) == {"deployment_weight"}
+    assert set(by_kind("picker")) == {"round_robin", "weighted_random", "max_score",
+                                      "power_of_two"}  # fmt: skip
+    assert set(by_kind("filter")) == {"routable", "version", "capabilities", "subset",
+                                      "not_ejected"}  # fmt: skip
+    assert set(by_kind("scorer")) == {
+        "deployment_weight", "least_inflight", "queue", "kv_cache", "latency",
+        "prefix_cache", "lora_affinity",
+    }  # fmt: skip
     assert len({(p.kind, p.name) for p in PLUGINS}) == len(PLUGINS)
 
 

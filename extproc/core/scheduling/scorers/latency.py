@@ -1,0 +1,24 @@
+"""Lowest observed latency: an EWMA of time to first upstream byte (a proxy for time to
+first token) from Envoy's access log, min-max normalised. Endpoints with no samples yet
+score as well as the best one, so a new endpoint gets traffic to be measured."""
+
+from __future__ import annotations
+
+from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
+
+
+class Latency(Scorer):
+    name = "latency"
+
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        stats = req.signals.latency
+        values: list[float | None] = []
+        for c in candidates:
+            s = stats.get(c.address)
+            values.append(None if s is None or s.ttfb_s is None else s.ttfb_s)
+        known = [v for v in values if v is not None]
+        if not known:
+            return [1.0] * len(candidates)
+        lo, hi = min(known), max(known)
+        span = hi - lo
+        return [1.0 if v is None or span <= 0 else (hi - v) / span for v in values]

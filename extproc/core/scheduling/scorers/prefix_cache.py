@@ -1,0 +1,114 @@
+"""Approximate prefix-cache affinity: prefers the endpoint that most recently served the
+longest run of this prompt's leading blocks, so repeated system prompts and
+conversations land where their KV cache is likely still warm.
+
+No tokenizer: the prompt text (chat messages, completion prompt, responses input) is cut
+into ``block_chars`` blocks, each hashed with the hash of the blocks before it; the
+scorer remembers, per block hash, the endpoints its own picks sent it to (LRU, at most
+``capacity`` hashes). A candidate scores the share of the prompt's leading blocks it
+holds. Like the GIE approximate prefix scorer, it learns from its own picks only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
+
+_KEY = "prefix_cache.hashes"
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCacheParams:
+    block_chars: int = 256
+    """Characters per block (about 64 tokens of English text)."""
+    max_blocks: int = 128
+    """Leading blocks hashed per request (longer prompts: their first blocks decide)."""
+    capacity: int = 200_000
+    """Block hashes remembered in all; the least recently used go first."""
+
+
+def prompt_text(body: Mapping[str, Any] | None) -> str:
+    """The text a model would see first: chat message contents, completion prompt or
+    responses input (strings and text parts only)."""
+    if not body:
+        return ""
+    parts: list[str] = []
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            parts.append(str(m.get("role", "")))
+            content = m.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(
+                    p["text"]
+                    for p in content
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+        return "\x1e".join(parts)
+    for key in ("prompt", "input"):
+        value = body.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return "\x1e".join(v for v in value if isinstance(v, str))
+    return ""
+
+
+class PrefixCache(Scorer):
+    name = "prefix_cache"
+    Params = PrefixCacheParams
+
+    def __init__(self, params: PrefixCacheParams | None = None) -> None:
+        super().__init__(params)
+        self._index: OrderedDict[int, dict[str, None]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"PrefixCache(blocks={len(self._index)}, {self.params!r})"
+
+    def _hashes(self, req: SchedulingRequest) -> list[int]:
+        memo = req.scratch.get(_KEY)
+        if memo is None:
+            p: PrefixCacheParams = self.params
+            text = prompt_text(req.request.body)
+            memo, h = [], hash(req.request.model)
+            for start in range(0, min(len(text), p.block_chars * p.max_blocks), p.block_chars):
+                h = hash((h, text[start : start + p.block_chars]))
+                memo.append(h)
+            req.scratch[_KEY] = memo
+        return memo
+
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        hashes = self._hashes(req)
+        if not hashes:
+            return [0.0] * len(candidates)
+        index = self._index
+        out = []
+        for c in candidates:
+            matched = 0
+            for h in hashes:
+                holders = index.get(h)
+                if holders is None or c.address not in holders:
+                    break
+                matched += 1
+            out.append(matched / len(hashes))
+        return out
+
+    def picked(self, req: SchedulingRequest, primary: Candidate) -> None:
+        index, cap = self._index, self.params.capacity
+        for h in self._hashes(req):
+            holders = index.get(h)
+            if holders is None:
+                holders = index[h] = {}
+                if len(index) > cap:
+                    index.popitem(last=False)
+            else:
+                index.move_to_end(h)
+            holders[primary.address] = None
