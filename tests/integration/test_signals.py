@@ -117,9 +117,13 @@ async def test_least_inflight_avoids_an_endpoint_holding_open_streams(
                 timeout=10, what="c-a free",
             )  # fmt: skip
             seen = Counter()
-            for _ in range(6):
+            for _ in range(6):  # each after the last one's access-log entry came back
                 r = await client.post(stack.url + "/v1/chat/completions", json=CHAT)
                 seen[r.headers["x-served-by"]] += 1
+                await eventually(
+                    lambda: _inflight(client, stack, servers["c-a"].address, 0.0),
+                    timeout=10, what="c-a released",
+                )  # fmt: skip
             assert seen == {"c-a": 6}, seen
         finally:
             for resp in held.values():
