@@ -72,8 +72,11 @@ class Stack:
         for port in self.ports.ext_proc_ports:
             await wait_grpc_serving(f"{host}:{port}", proc=self.router)
 
-    async def start_envoy(self) -> None:
-        self.bootstrap.write_text(render_bootstrap(self.config, self.ports))
+    async def start_envoy(self, *, render: bool = True) -> None:
+        """Start Envoy on the bootstrap rendered for the routing file (``render=False``:
+        on the bootstrap file as it is, e.g. edited by a test)."""
+        if render:
+            self.bootstrap.write_text(render_bootstrap(self.config, self.ports))
         argv = envoy_argv(
             self.bootstrap, log_level=self.envoy_log_level, concurrency=self.envoy_concurrency
         )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import yaml
 
 from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from extproc.ops.stack import Stack
@@ -137,3 +138,26 @@ async def _inflight(client: httpx.AsyncClient, stack: Stack, address: str, want:
         if line.startswith("model_router_endpoint_inflight{") and f'endpoint="{address}"' in line:
             return float(line.rsplit(" ", 1)[1]) == want
     return False
+
+
+async def test_an_access_log_outage_does_not_wedge_routing(
+    servers: dict[str, ModelServer], make_stack: StackFactory, client: httpx.AsyncClient
+) -> None:
+    """Envoy sends no access-log entries (its gRPC logger is gone): routing goes on,
+    and the router releases its picks by timeout, counted as expired."""
+    stack = await make_stack(routes(servers) + "signals: {inflight_timeout_s: 1}\n")
+    assert stack.envoy is not None
+    await stack.envoy.stop(5)
+    doc = yaml.safe_load(stack.bootstrap.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    logs = hcm["typed_config"]["access_log"]
+    hcm["typed_config"]["access_log"] = [a for a in logs if not a["name"].endswith("http_grpc")]
+    stack.bootstrap.write_text(yaml.safe_dump(doc))
+    await stack.start_envoy(render=False)
+    outcomes: Counter[str] = Counter()
+    await load(client, stack, 40, outcomes)
+    assert set(outcomes) == {"200"}, outcomes
+    assert sum(await metric_values(client, stack, "model_router_inflight_open")) > 0
+    await eventually(lambda: _all_zero(client, stack), timeout=10, what="released by timeout")
+    expired = sum(await metric_values(client, stack, "model_router_inflight_expired_total"))
+    assert expired == 40
