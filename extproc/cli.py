@@ -106,15 +106,23 @@ def check_config(path: Path) -> None:
 @click.option("--path", "http_path", default="/v1/chat/completions", show_default=True)
 @click.option("--method", default="POST", show_default=True)
 @click.option("--header", "headers", multiple=True, help="k=v (repeatable)")
+@click.option(
+    "--router",
+    "router_url",
+    default=None,
+    help="Ask a running worker (its metrics URL, e.g. http://127.0.0.1:9464): its live "
+    "load, latency, in-flight counts and ejections decide.",
+)
 def explain(
     config_path: Path,
     request_path: Path | None,
     http_path: str,
     method: str,
     headers: tuple[str, ...],
+    router_url: str | None,
 ) -> None:
-    """Print the routing decision for one request as JSON (no network)."""
-    from extproc.ops.explain import explain_request
+    """Print the routing decision for one request as JSON."""
+    from extproc.ops.explain import explain_live, explain_request
 
     compiled = _load_or_exit(config_path)
     hdrs: list[tuple[str, str]] = []
@@ -124,7 +132,14 @@ def explain(
             raise click.BadParameter(f"{item!r} is not k=v", param_hint="--header")
         hdrs.append((key.strip().lower(), value.strip()))
     body = request_path.read_bytes() if request_path else None
-    result = run(explain_request(compiled, method, http_path, hdrs, body))
+    if router_url is not None:
+        try:
+            result = run(explain_live(router_url, method, http_path, hdrs, body))
+        except (OSError, RuntimeError, ValueError) as exc:
+            click.echo(f"explain --router {router_url}: {exc}", err=True)
+            sys.exit(1)
+    else:
+        result = run(explain_request(compiled, method, http_path, hdrs, body))
     click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

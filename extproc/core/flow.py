@@ -199,7 +199,8 @@ class RequestFlow:
         self.outcome.decision = decision
         self.phase = Phase.DONE
         request_id = request.head.request_id
-        if request_id:  # released when Envoy's access log reports the request ended
+        if request_id and self._trace is None:  # explain changes no live state
+            # released when Envoy's access log reports the request ended
             state.signals.inflight.acquire(decision.endpoints[0], request_id)
         return decision
 

@@ -10,6 +10,7 @@ reload and registry change. Shutdown is graceful: health goes NOT_SERVING first,
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import signal
 from collections.abc import Coroutine
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
+from extproc.control.explain import explain_state
 from extproc.control.reload import Reloader
 from extproc.control.signals import SignalCollector
 from extproc.control.xds.ads import AdsServicer
@@ -137,6 +139,22 @@ class Server:
         while self._applying is not None and not self._applying.done():
             await asyncio.shield(self._applying)
 
+    def explain(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``POST /explain``: the decision this worker would take now, with its live
+        signals (``model-router explain --router``); nothing live changes."""
+        body = payload.get("body")
+        raw = base64.b64decode(body) if isinstance(body, str) else None
+        headers = [(str(k), str(v)) for k, v in payload.get("headers") or []]
+        return explain_state(
+            self.compiled,
+            self.state,
+            self.reloader.registry.describe(),
+            str(payload.get("method", "POST")),
+            str(payload.get("path", "/")),
+            headers,
+            raw,
+        )
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -174,7 +192,11 @@ class Server:
                 raise OSError(f"cannot listen on unix:{sock}")
         if self.metrics_port:
             self._http, self.bound_metrics_port = await serve_metrics(
-                self.metrics.registry, self.host, self.metrics_port, worker=self.worker
+                self.metrics.registry,
+                self.host,
+                self.metrics_port,
+                worker=self.worker,
+                explain=self.explain,
             )
         # The first state exists before the registry syncs (it answers 503 until then).
         self._current = CurrentState(self.reloader.prepare())

@@ -7,6 +7,8 @@ name or ``__unregistered__``, so hostile requests cannot blow up cardinality.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -53,6 +55,12 @@ class Metrics:
             f"{ns}_validation_failures",
             "Requests rejected by a model's spec (422), by model and rule.",
             ["model", "rule"],
+            registry=registry,
+        )
+        self.picks = Counter(
+            f"{ns}_picks",
+            "Requests routed, by the scheduling profile that picked the endpoints.",
+            ["profile"],
             registry=registry,
         )
         self.rules = Counter(
@@ -159,6 +167,8 @@ class Metrics:
         if err is None:
             model = outcome.model or NO_MODEL
             result = "routed"
+            if outcome.decision is not None:
+                self._child(self.picks, outcome.decision.profile).inc()
         else:
             model = outcome.model or UNREGISTERED
             result = "failed" if err.status >= 500 else "rejected"
@@ -208,10 +218,20 @@ class Metrics:
         self.last_reload.set(time.time())
 
 
+ExplainHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 async def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, *, worker: int = 0
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    *,
+    worker: int = 0,
+    explain: ExplainHandler | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port``; the runner and port."""
+    """``/metrics`` (Prometheus text), ``/healthz`` and, with ``explain``, ``POST /explain``
+    (the decision this worker would take, on its live state) on ``host:port``; the runner
+    and the port."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -221,9 +241,21 @@ async def serve_metrics(
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "worker": worker})
 
+    async def explain_post(request: web.Request) -> web.Response:
+        assert explain is not None
+        try:
+            payload = await request.json()
+            if not isinstance(payload, dict):
+                raise ValueError("a JSON object is required")
+            return web.json_response(explain(payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad explain request: {exc}"}, status=400)
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if explain is not None:
+        app.router.add_post("/explain", explain_post)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

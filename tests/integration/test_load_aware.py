@@ -5,6 +5,7 @@ access-log outage."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from extproc.dev.inference_sim import InferenceSim, inference_sim_binary
+from extproc.ops.explain import explain_live
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory
 from tests.support import eventually
@@ -95,6 +97,16 @@ async def test_traffic_moves_away_from_a_long_queue_and_a_full_kv_cache(
         await eventually(
             lambda: _avoids(client, stack, "d0"), timeout=10, what="d0 (long queue) avoided"
         )
+        # The worker explains it with its live signals.
+        cfg = stack.config.listener
+        body = json.dumps(chat()).encode()
+        live = await explain_live(f"http://{cfg.host}:{cfg.metrics_port}", "POST",
+                                  "/v1/chat/completions", [], body)  # fmt: skip
+        signals = live["scheduling"]["signals"]
+        assert signals[s[0].address]["queue"] == 40 and not signals[s[0].address]["load_stale"]
+        queue = next(x for x in live["scheduling"]["scorers"] if x["scorer"] == "queue")
+        assert queue["scores"][s[0].address] == 0.0 and queue["scores"][s[1].address] == 1.0
+        assert live["decision"]["deployment"] != "d0"
         await s[0].set_fake_metrics(IDLE)
         await s[1].set_fake_metrics({**IDLE, "kv-cache-usage": 0.97})
         await eventually(

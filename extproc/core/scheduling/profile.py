@@ -31,14 +31,36 @@ class ScheduleTrace:
     scorers: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, float] | None = None
     picker: str = ""
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each candidate's live signals when it was scored."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"profile": self.profile, "filters": self.filters}
+        if self.signals:
+            out["signals"] = self.signals
         if self.scorers:
             out["scorers"] = self.scorers
             out["total_scores"] = self.totals
         out["picker"] = self.picker
         return out
+
+
+def candidate_signals(req: SchedulingRequest, address: str) -> dict[str, Any]:
+    """What the live signals say about one endpoint (``explain``)."""
+    board = req.signals
+    load = board.load.get(address)
+    lat = board.latency.get(address)
+    until = board.ejected.get(address, 0.0)
+    return {
+        "inflight": board.inflight.get(address),
+        "queue": None if load is None else load.waiting,
+        "running": None if load is None else load.running,
+        "kv_cache_usage": None if load is None else load.kv_usage,
+        "load_age_s": None if load is None else round(req.now - load.at, 3),
+        "load_stale": board.load.is_stale(load, req.now),
+        "ttfb_ewma_s": None if lat is None else lat.ttfb_s,
+        "ejected_for_s": round(until - req.now, 3) if until > req.now else 0.0,
+    }
 
 
 class Profile:
@@ -106,6 +128,8 @@ class Profile:
         """Weighted sums of the scorers' scores (``None`` without scorers)."""
         if not self.scorers:
             return None
+        if trace is not None:
+            trace.signals = {c.address: candidate_signals(req, c.address) for c in candidates}
         totals = [0.0] * len(candidates)
         for ws in self.scorers:
             scores = ws.scorer.score(req, candidates)
@@ -134,7 +158,7 @@ class Profile:
         if trace is not None:
             trace.picker = self.picker.name
         picked = self.picker.pick(key, candidates, scores, 1 + self.max_fallbacks)
-        if picked and self.scorers:
+        if picked and self.scorers and trace is None:  # explain teaches the scorers nothing
             for ws in self.scorers:
                 ws.scorer.picked(req, picked[0])
         return picked
