@@ -13,6 +13,7 @@ Adding a plugin is one small module with a subclass of :class:`Filter`,
 from __future__ import annotations
 
 import abc
+import math
 import random
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +31,11 @@ class Candidate:
 
     endpoint: Endpoint
     deployment: Deployment
+    address: str = field(init=False, repr=False, compare=False)
+    """``endpoint.address``, copied: scorers read it for every candidate."""
 
-    @property
-    def address(self) -> str:
-        return self.endpoint.address
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", self.endpoint.address)
 
     def __repr__(self) -> str:
         return f"Candidate({self.endpoint.address}, deployment={self.deployment.name!r})"
@@ -120,10 +122,18 @@ class Scorer(Plugin):
     """Rates each candidate in [0, 1] (higher is better); profiles weight and sum them."""
 
     kind = "scorer"
+    per_request: ClassVar[bool] = True
+    """False when the scores depend only on the candidates and the board's load and
+    latency snapshots (not on the request, nor on in-flight counts): the profile then
+    reuses them until a snapshot changes or :meth:`valid_until` passes."""
 
     @abc.abstractmethod
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         """One score per candidate, in order, each in [0, 1]."""
+
+    def valid_until(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> float:
+        """Until when (``time.monotonic()``) scores that are not per request stay right."""
+        return math.inf
 
     def picked(self, req: SchedulingRequest, primary: Candidate) -> None:
         """Told the primary the profile picked (scorers that learn from their own picks)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,8 +67,8 @@ def candidate_signals(req: SchedulingRequest, address: str) -> dict[str, Any]:
 class Profile:
     """One named way of choosing endpoints; its pickers keep their state across snapshots."""
 
-    __slots__ = ("cached_filters", "filters", "max_fallbacks", "name", "picker", "request_filters",
-                 "scorers")  # fmt: skip
+    __slots__ = ("_static", "_static_scorers", "cached_filters", "dynamic_scorers", "filters",
+                 "max_fallbacks", "name", "picker", "request_filters", "scorers")  # fmt: skip
 
     def __init__(
         self,
@@ -88,6 +89,10 @@ class Profile:
         self.cached_filters = filters[:n]
         """The leading filters that depend only on snapshot, model and version."""
         self.request_filters = filters[n:]
+        self._static_scorers = tuple(w for w in scorers if not w.scorer.per_request)
+        self.dynamic_scorers = tuple(w for w in scorers if w.scorer.per_request)
+        self._static: tuple[Any, ...] | None = None
+        """(candidates, load, latency, valid until, weighted sum) of the last reuse."""
 
     def __repr__(self) -> str:
         scorers = [f"{w.scorer.name}*{w.weight:g}" for w in self.scorers]
@@ -128,13 +133,14 @@ class Profile:
         """Weighted sums of the scorers' scores (``None`` without scorers)."""
         if not self.scorers:
             return None
-        if trace is not None:
-            trace.signals = {c.address: candidate_signals(req, c.address) for c in candidates}
+        if trace is None:
+            return self._fast_score(req, candidates)
+        trace.signals = {c.address: candidate_signals(req, c.address) for c in candidates}
         totals = [0.0] * len(candidates)
         for ws in self.scorers:
             scores = ws.scorer.score(req, candidates)
-            for i, s in enumerate(scores):
-                totals[i] += ws.weight * s
+            w = ws.weight
+            totals = [t + w * s for t, s in zip(totals, scores, strict=True)]
             if trace is not None:
                 trace.scorers.append(
                     {
@@ -145,6 +151,33 @@ class Profile:
                 )
         if trace is not None:
             trace.totals = {c.address: t for c, t in zip(candidates, totals, strict=True)}
+        return totals
+
+    def _fast_score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        """The hot path's weighted sum: the scores that depend only on the signal
+        snapshots are summed once per snapshot and candidate pool, then reused."""
+        board = req.signals
+        cached = self._static
+        if (
+            cached is not None
+            and cached[0] is candidates
+            and cached[1] is board.load
+            and cached[2] is board.latency
+            and req.now < cached[3]
+        ):
+            totals: list[float] = cached[4]
+        else:
+            totals = [0.0] * len(candidates)
+            valid = math.inf
+            for ws in self._static_scorers:
+                w = ws.weight
+                scores = ws.scorer.score(req, candidates)
+                totals = [t + w * s for t, s in zip(totals, scores)]  # noqa: B905
+                valid = min(valid, ws.scorer.valid_until(req, candidates))
+            self._static = (candidates, board.load, board.latency, valid, totals)
+        for ws in self.dynamic_scorers:
+            w = ws.weight
+            totals = [t + w * s for t, s in zip(totals, ws.scorer.score(req, candidates))]  # noqa: B905
         return totals
 
     def pick(

@@ -1,6 +1,6 @@
-"""Highest weighted score first, ties broken at random (the GIE default picker).
-
-Without scorers every candidate ties, so this picks uniformly at random.
+"""Highest weighted score first, ties for the top broken at random (the GIE default
+picker); fallbacks follow in score order. Without scorers every candidate ties, so
+this picks uniformly at random.
 """
 
 from __future__ import annotations
@@ -20,8 +20,16 @@ class MaxScore(RandomPicker):
         scores: Sequence[float] | None,
         n: int,
     ) -> list[Candidate]:
-        order = list(range(len(candidates)))
-        self._rng.shuffle(order)  # random tie-break: the sort below is stable
-        if scores is not None:
-            order.sort(key=lambda i: -scores[i])
+        size = len(candidates)
+        if size == 0:
+            return []
+        if scores is None:
+            return self._rng.sample(list(candidates), min(n, size))
+        order = sorted(range(size), key=scores.__getitem__, reverse=True)  # in C
+        best, tied = scores[order[0]], 1
+        while tied < size and scores[order[tied]] == best:
+            tied += 1
+        if tied > 1:  # random among the leaders; the others keep score order
+            j = self._rng.randrange(tied)
+            order[0], order[j] = order[j], order[0]
         return [candidates[i] for i in order[:n]]

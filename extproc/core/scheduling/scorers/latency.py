@@ -9,6 +9,7 @@ from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scor
 
 class Latency(Scorer):
     name = "latency"
+    per_request = False
 
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         stats = req.signals.latency

@@ -11,5 +11,5 @@ class LeastInflight(Scorer):
     name = "least_inflight"
 
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
-        counts = req.signals.inflight.counts
-        return lower_is_better([float(counts.get(c.address, 0)) for c in candidates])
+        get = req.signals.inflight.counts.get
+        return lower_is_better([get(c.address, 0) for c in candidates])

@@ -87,19 +87,22 @@ class PrefixCache(Scorer):
 
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         hashes = self._hashes(req)
-        if not hashes:
+        first = self._index.get(hashes[0]) if hashes else None
+        if not first:
             return [0.0] * len(candidates)
-        index = self._index
-        out = []
-        for c in candidates:
-            matched = 0
-            for h in hashes:
+        # Only endpoints holding the first block can match: walk the blocks for those.
+        index, total = self._index, len(hashes)
+        matched: dict[str, float] = {}
+        for address in first:
+            n = 1
+            for h in hashes[1:]:
                 holders = index.get(h)
-                if holders is None or c.address not in holders:
+                if holders is None or address not in holders:
                     break
-                matched += 1
-            out.append(matched / len(hashes))
-        return out
+                n += 1
+            matched[address] = n / total
+        get = matched.get
+        return [get(c.address, 0.0) for c in candidates]
 
     def picked(self, req: SchedulingRequest, primary: Candidate) -> None:
         index, cap = self._index, self.params.capacity
