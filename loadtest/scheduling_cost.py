@@ -64,10 +64,11 @@ def measure(n_endpoints: int, profile: str, rounds: int, n: int) -> float:
         {
             a: EndpointLoad(waiting=i % 7, running=3, kv_usage=(i % 10) / 10, at=now + 3600)
             for i, a in enumerate(addresses)
-        }  # fmt: skip
+        }
     )
-    board.latency = {a: EndpointLatency(ttfb_s=0.05 + (i % 5) / 100, samples=10)
-                     for i, a in enumerate(addresses)}
+    board.latency = {
+        a: EndpointLatency(ttfb_s=0.05 + (i % 5) / 100, samples=10) for i, a in enumerate(addresses)
+    }
     state = router_state(compiled, snapshot, board)
     receiver = AccessLogReceiver(board, EjectionTracker(board, EjectionConfig()), alpha=0.2)
     request = chat_request()

@@ -49,6 +49,7 @@ class InferenceSim:
         time_factor_under_load: float = 1.0,
         fake_metrics: dict[str, Any] | None = None,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.binary = binary
         self.model = model
@@ -64,7 +65,9 @@ class InferenceSim:
         if fake_metrics is not None:
             argv += ["--fake-metrics", json.dumps(fake_metrics)]
         argv += extra or []
-        self.process = ManagedProcess(f"sim-{self.name}", argv, log=log)
+        # Its KV-cache events need POD_IP (``--enable-kvcache``); set it to loopback.
+        full_env = {**os.environ, **env} if env else None
+        self.process = ManagedProcess(f"sim-{self.name}", argv, env=full_env, log=log)
 
     def __repr__(self) -> str:
         return (

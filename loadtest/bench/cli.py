@@ -36,6 +36,8 @@ from loadtest.bench.scenarios import (
     plan,
     write_bodies,
 )
+from loadtest.bench.scheduling import SCENARIOS, run_scenarios
+from loadtest.bench.scheduling import report as scheduling_report
 
 FAILED: list[str] = []
 """Setups that failed in this run (reported at the end; the exit status is then 1)."""
@@ -81,6 +83,12 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     p.add_argument(
+        "--scenarios",
+        default="",
+        help="scheduling quality on llm-d-inference-sim instead of the setups, comma-"
+        "separated: " + ", ".join(SCENARIOS) + " (profiles side by side, one run)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -98,6 +106,10 @@ def parse_args(argv: list[str] | None) -> Options:
         "model-router)",
     )
     a = p.parse_args(argv)
+    scenarios = tuple(s.strip() for s in a.scenarios.split(",") if s.strip())
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     if a.router != "model-router" and a.workers != 1:
         p.error("--router minimal/both needs --workers 1 (the probe is one process)")
     if a.router != "model-router" and a.pin_cpu:
@@ -129,6 +141,8 @@ def parse_args(argv: list[str] | None) -> Options:
         keep=a.keep,
         json_path=a.json,
         router=a.router,
+        scenarios=scenarios,
+        quick=a.quick,
         pin_cpu=a.pin_cpu,
     )
 
@@ -161,8 +175,36 @@ async def amain(opts: Options, workdir: Path) -> dict[str, dict[str, Result]]:
     return results
 
 
+def main_scenarios(opts: Options) -> int:
+    """``--scenarios``: scheduling quality on simulators; JSON ``{"scenarios": ...}``."""
+    workdir = Path(tempfile.mkdtemp(prefix="model-router-scenarios-"))
+    started = time.monotonic()
+    ok = False
+    try:
+        results = asyncio.run(run_scenarios(list(opts.scenarios), workdir, opts.quick))
+        ok = True
+    finally:
+        REAPER.kill_all()
+        if opts.keep or not ok:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    lines = scheduling_report(results)
+    if lines:
+        print("\ntargets (ratios within this run):")
+        print("\n".join(lines))
+    if opts.json_path is not None:
+        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_path.write_text(json.dumps({"scenarios": results}, indent=2) + "\n")
+        print(f"\nwrote {opts.json_path}")
+    print(f"total {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.scenarios:
+        return main_scenarios(opts)
     workdir = Path(tempfile.mkdtemp(prefix="model-router-bench-"))
     workdir.chmod(0o755)  # nginx workers run as nobody
     started = time.monotonic()

@@ -135,6 +135,9 @@ class Options:
     json_path: Path | None
     router: str = "model-router"
     pin_cpu: bool = False
+    scenarios: tuple[str, ...] = ()
+    """Scheduling scenarios on simulators (``--scenarios``) instead of the setups."""
+    quick: bool = False
 
 
 def _chat_body(size: int, model: str = CHAT_MODEL) -> bytes:

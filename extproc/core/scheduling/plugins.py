@@ -17,6 +17,7 @@ from extproc.core.scheduling.pickers.weighted_random import WeightedRandom
 from extproc.core.scheduling.scorers.deployment_weight import DeploymentWeight
 from extproc.core.scheduling.scorers.kv_cache import KvCache
 from extproc.core.scheduling.scorers.latency import Latency
+from extproc.core.scheduling.scorers.least_busy_time import LeastBusyTime
 from extproc.core.scheduling.scorers.least_inflight import LeastInflight
 from extproc.core.scheduling.scorers.lora_affinity import LoraAffinity
 from extproc.core.scheduling.scorers.prefix_cache import PrefixCache
@@ -30,6 +31,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     NotEjected,
     DeploymentWeight,
     LeastInflight,
+    LeastBusyTime,
     QueueDepth,
     KvCache,
     Latency,

@@ -27,7 +27,7 @@ def test_plugins_registered_by_kind_and_unique_name() -> None:
     assert set(by_kind("filter")) == {"routable", "version", "capabilities", "subset",
                                       "not_ejected"}  # fmt: skip
     assert set(by_kind("scorer")) == {
-        "deployment_weight", "least_inflight", "queue", "kv_cache", "latency",
+        "deployment_weight", "least_inflight", "least_busy_time", "queue", "kv_cache", "latency",
         "prefix_cache", "lora_affinity",
     }  # fmt: skip
     assert len({(p.kind, p.name) for p in PLUGINS}) == len(PLUGINS)
