@@ -49,6 +49,16 @@ class SimSpec:
     itl_ms: int = 8
     max_num_seqs: int = 16
     time_factor_under_load: float = 2.0
+    extra: tuple[str, ...] = ()
+    """More simulator flags (the prefix scenario's cache size and prefill time)."""
+
+
+PREFIX_SIM = SimSpec(
+    ttft_ms=0,
+    extra=("--kv-cache-size", "96", "--prefill-time-per-token", "0.5ms"),
+)
+"""A KV cache that holds about two tenants' system prompts, and a prefill that costs
+time per uncached token: prefix affinity shows in hit rate and in time to first token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +77,7 @@ class Scenario:
 SCENARIOS = {
     "skew": Scenario("skew", (SimSpec(),) * 3 + (SimSpec(120, 24, 4),), rate_rps=60),
     "uniform": Scenario("uniform", (SimSpec(),) * 4, rate_rps=60),
-    "prefix": Scenario("prefix", (SimSpec(),) * 4, rate_rps=40, tenants=8, kv_cache=True),
+    "prefix": Scenario("prefix", (PREFIX_SIM,) * 4, rate_rps=40, tenants=8, kv_cache=True),
 }
 
 
@@ -180,12 +190,15 @@ async def run_profile(
     stack: Stack | None = None
     try:
         for i, spec in enumerate(scenario.sims):
-            extra = ["--enable-kvcache", "--zmq-endpoint", f"tcp://127.0.0.1:{PORTS.take(1)[0]}"]
+            extra = list(spec.extra)
+            if scenario.kv_cache:
+                extra += ["--enable-kvcache", "--zmq-endpoint",
+                          f"tcp://127.0.0.1:{PORTS.take(1)[0]}"]  # fmt: skip
             sim = InferenceSim(
                 binary, "chat", name=f"{key}-{i}", log=sdir / f"sim{i}.log",
                 ttft_ms=spec.ttft_ms, itl_ms=spec.itl_ms, max_num_seqs=spec.max_num_seqs,
                 time_factor_under_load=spec.time_factor_under_load,
-                extra=extra if scenario.kv_cache else None,
+                extra=extra,
                 env={"POD_IP": "127.0.0.1"} if scenario.kv_cache else None,
             )  # fmt: skip
             await sim.start()

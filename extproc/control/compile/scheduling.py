@@ -108,15 +108,16 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     "least-inflight": ProfileConfig(
         scorers=_scorers(("least_inflight", 1)), picker=PluginRef(type="max_score")
     ),
-    # Ours: the router's own fresh in-flight counts first, then the scraped queue and KV
-    # cache, prefix affinity and observed latency; failing endpoints left out.
+    # Ours: the router's own fresh in-flight counts weighted by each endpoint's observed
+    # request time (busy time), prefix affinity, the scraped queue and KV cache, observed
+    # time to first byte; failing endpoints left out.
     "load-aware": ProfileConfig(
         filters=tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, "not_ejected")),
         scorers=_scorers(
-            ("least_inflight", 3),
-            ("queue", 2),
+            ("least_busy_time", 2),
+            ("queue", 1),
             ("kv_cache", 1),
-            ("prefix_cache", 2),
+            ("prefix_cache", 3),
             ("latency", 1),
         ),
         picker=PluginRef(type="max_score"),

@@ -1,13 +1,14 @@
 """Least expected busy time: the router's own in-flight count on an endpoint times how
-long that endpoint takes per request (access-log EWMA of the request duration), min-max
-normalised. A slow endpoint with a few requests looks as busy as a fast one with many,
-which plain in-flight counting misses (AIBrix's least-busy-time idea). Endpoints with no
-latency sample yet count at the fastest known duration."""
+long that endpoint takes per request (access-log EWMA of the request duration), scored
+against the least busy (``min / busy``). A slow endpoint with a few requests looks as
+busy as a fast one with many, which plain in-flight counting misses (AIBrix's
+least-busy-time idea). Endpoints with no latency sample yet count at the fastest known
+duration."""
 
 from __future__ import annotations
 
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
-from extproc.core.scheduling.scorers._normalize import lower_is_better
+from extproc.core.scheduling.scorers._normalize import ratio_to_best
 
 
 class LeastBusyTime(Scorer):
@@ -22,6 +23,6 @@ class LeastBusyTime(Scorer):
             durations.append(None if lat is None else lat.duration_s)
         known = [d for d in durations if d]
         floor = min(known) if known else 1.0
-        return lower_is_better(
+        return ratio_to_best(
             [(counts(c.address, 0) + 1) * (d or floor) for c, d in zip(candidates, durations)]  # noqa: B905
         )
