@@ -184,6 +184,81 @@ class SignalsConfig(_Strict):
     ejection: EjectionConfig = EjectionConfig()
 
 
+class PriorityClassConfig(_Strict):
+    max_load: Annotated[float, Field(gt=0, le=100)] | None = 1.0
+    """Shed this class (429) when even the least loaded candidate is at this load (1.0:
+    saturated); ``null``: never shed (quotas included), and routed to the least loaded
+    candidates once everything is saturated."""
+
+
+DEFAULT_CLASSES = {
+    # never shed; past saturation it goes to the least loaded endpoints
+    "critical": PriorityClassConfig(max_load=None),
+    # admitted past saturation while the headroom lasts (queues at 1.5x saturation)
+    "standard": PriorityClassConfig(max_load=1.5),
+    # shed first, at saturation (the GIE endpoint picker's sheddable requests)
+    "sheddable": PriorityClassConfig(max_load=1.0),
+}
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+_CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+class AdmissionConfig(_Strict):
+    """Priority classes, load shedding and latency budgets (README "Admission")."""
+
+    priority_header: str = "x-model-router-priority"
+    default_class: str = "standard"
+    classes: Mapping[str, PriorityClassConfig] = Field(default_factory=lambda: DEFAULT_CLASSES)
+    retry_after_s: Annotated[int, Field(ge=0, le=3600)] = 1
+    queue_saturation: Annotated[float, Field(gt=0)] = 5.0
+    """Waiting requests at which an endpoint counts as saturated (load 1.0)."""
+    kv_saturation: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """KV-cache usage at which an endpoint counts as saturated (load 1.0)."""
+    budget_header: str = "x-model-router-ttft-budget-ms"
+    on_budget_miss: Literal["route_best", "reject_429", "reject_503"] = "route_best"
+    """No candidate is predicted to meet the time-to-first-token budget: route to the
+    best one (the response says ``x-model-router-budget-at-risk: 1``), or refuse."""
+    default_completion_tokens: Annotated[int, Field(ge=0)] = 256
+    """Completion tokens assumed for cost when the request sets no max_tokens."""
+
+    @field_validator("priority_header", "budget_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a header name")
+        return value.lower()  # Envoy hands the router lower-case names
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: Mapping[str, PriorityClassConfig]) -> Any:
+        if not value:
+            raise ValueError("declare at least one priority class")
+        bad = [n for n in value if not _CLASS_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(
+                f"class name(s) {', '.join(map(repr, bad))}: use letters, digits, '_' and '-' "
+                "(at most 32)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> AdmissionConfig:
+        if self.default_class not in self.classes:
+            raise ValueError(
+                f"default_class {self.default_class!r} is not one of the classes "
+                f"({', '.join(sorted(self.classes))})"
+            )
+        return self
+
+
+class ObjectiveConfig(_Strict):
+    ttft_ms: Annotated[float, Field(gt=0)]
+    """Time-to-first-token budget of the model's requests (a request's
+    ``x-model-router-ttft-budget-ms`` overrides it)."""
+
+
 class MetricsSourceConfig(_Strict):
     """Where a deployment's model servers export Prometheus metrics, and in which names."""
 
@@ -260,6 +335,7 @@ class ModelConfig(_Strict):
     protocol: ProtocolName
     versions: Annotated[tuple[str, ...], Field(min_length=1)]
     scheduling: ModelSchedulingConfig | None = None
+    objective: ObjectiveConfig | None = None
     native: bool | Literal["auto"] = "auto"
     """Whether Envoy routes this model's requests itself, without the router (README:
     "Native routing"): ``auto`` where that gives the router's answer (KServe-path and
@@ -317,6 +393,14 @@ class HealthCheckConfig(_Strict):
         return value
 
 
+class CostConfig(_Strict):
+    """A deployment's price, for the ``cost`` scorer and the spend counter."""
+
+    per_request: Annotated[float, Field(ge=0)] = 0.0
+    per_1k_prompt_tokens: Annotated[float, Field(ge=0)] = 0.0
+    per_1k_completion_tokens: Annotated[float, Field(ge=0)] = 0.0
+
+
 class DeploymentConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     model: str
@@ -327,6 +411,11 @@ class DeploymentConfig(_Strict):
     enabled: bool = True
     health_check: HealthCheckConfig = HealthCheckConfig()
     metrics: MetricsSourceConfig = MetricsSourceConfig()
+    max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Capacity quota: at most this many requests in flight on the deployment (across
+    router workers: each enforces its share; README "Admission")."""
+    max_inflight_per_endpoint: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    cost: CostConfig | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -381,6 +470,7 @@ class Config(_Strict):
     registry: RegistryConfig = RegistryConfig()
     scheduling: SchedulingConfig = SchedulingConfig()
     signals: SignalsConfig = SignalsConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     spec_files: tuple[str, ...] = ()
     """Files of model specs in the neutral form (model name -> spec), JSON or YAML,
     relative to the routing file."""

@@ -19,7 +19,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
-from extproc.core.errors import RouterError
+from extproc.core.errors import RouterError, Shed
 from extproc.core.rewrite import Rewrite
 from extproc.core.scheduling.scheduler import Decision
 
@@ -39,6 +39,9 @@ ENDPOINT_HEADER = "x-model-router-endpoint"
 WORKER_HEADER = "x-model-router-worker"
 """Which router worker decided: Envoy sends that request's access-log entry back to it
 (the worker's in-flight count is released then)."""
+BUDGET_RISK_HEADER = "x-model-router-budget-at-risk"
+"""Set to ``1`` when no endpoint was predicted to meet the request's latency budget (the
+``picked`` route copies it onto the response)."""
 FAIL_OPEN_HEADER = "x-model-router-fail-open"
 ERROR_HEADER = "x-model-router-error"
 
@@ -49,6 +52,7 @@ ROUTING_HEADERS = (
     MODEL_HEADER,
     VERSION_HEADER,
     DEPLOYMENT_HEADER,
+    BUDGET_RISK_HEADER,
 )
 """Every header that steers or describes routing; clients' copies are stripped by Envoy."""
 
@@ -77,6 +81,12 @@ def error_body(err: RouterError) -> bytes:
     return orjson.dumps({"error": {"type": err.type, "message": err.message, "field": err.field}})
 
 
+def _retry_after(err: RouterError) -> list[core.HeaderValueOption]:
+    if not isinstance(err, Shed) or err.retry_after_s is None:
+        return []
+    return [_set("retry-after", str(err.retry_after_s))]
+
+
 def immediate(err: RouterError) -> ep.ProcessingResponse:
     """The client's answer for ``err``: its status and our JSON error shape."""
     return ep.ProcessingResponse(
@@ -86,6 +96,7 @@ def immediate(err: RouterError) -> ep.ProcessingResponse:
                 set_headers=[
                     _set("content-type", "application/json"),
                     _set(ERROR_HEADER, err.type),
+                    *_retry_after(err),
                 ]
             ),
             body=error_body(err),
@@ -124,6 +135,11 @@ def _fill(
         opt = add()
         opt.header.key = WORKER_HEADER
         opt.header.raw_value = worker.encode()
+        opt.append_action = _OVERWRITE
+    if decision.budget_at_risk:
+        opt = add()
+        opt.header.key = BUDGET_RISK_HEADER
+        opt.header.raw_value = b"1"
         opt.append_action = _OVERWRITE
     if rewrite is not None:
         for key, value in rewrite.set_headers:
@@ -185,7 +201,8 @@ class ResponseCache:
 
     @staticmethod
     def _key(decision: Decision) -> tuple[str, ...]:
-        return (decision.model, decision.version, decision.deployment, *decision.endpoints)
+        risk = "!" if decision.budget_at_risk else ""
+        return (decision.model, decision.version, decision.deployment + risk, *decision.endpoints)
 
     def on_headers(
         self, decision: Decision, rewrite: Rewrite | None = None

@@ -8,6 +8,21 @@ is the single place that turns them into Envoy ``ImmediateResponse`` messages.
 
 from __future__ import annotations
 
+MAX_MESSAGE_CHARS = 1024
+"""The longest message (and ``field``) a client gets back or a log line carries: client
+input echoed in it (a model name, a header value, a JSON key) is bounded first by
+:func:`shown`, and the whole message by this."""
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` of client input for an error message, bounded: a 50 KB header value
+    shows its first ``limit`` characters and how many more there were."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
+
 
 class RouterError(Exception):
     """Base class: a request that cannot be routed, with the status to answer."""
@@ -15,15 +30,20 @@ class RouterError(Exception):
     status: int = 500
     type: str = "internal_error"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, header: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.header = header
+        """The request header the problem is about (``content-type``, ``x-model``...)."""
 
     def __repr__(self) -> str:
+        header = f", header={self.header!r}" if self.header else ""
         return (
             f"{type(self).__name__}(status={self.status}, type={self.type!r}, "
-            f"message={self.message!r}, field={self.field!r})"
+            f"message={self.message!r}, field={self.field!r}{header})"
         )
 
 
@@ -83,11 +103,31 @@ class NoHealthyDeployment(RouterError):
     type = "no_healthy_deployment"
 
 
-class Overloaded(RouterError):
-    """The request is shed (endpoint picker protocol: 429)."""
+class Shed(RouterError):
+    """Admission refused the request (README "Admission"): the client should retry after
+    ``retry_after_s`` seconds (the ``Retry-After`` header)."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: int | None = None, reason: str = "load"
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+        """Why: ``load``, ``quota`` or ``budget`` (the label of the admission counter)."""
+
+
+class Overloaded(Shed):
+    """Shed under load or over a quota (endpoint picker protocol: 429)."""
 
     status = 429
     type = "overloaded"
+
+
+class BudgetUnmet(Shed):
+    """No endpoint can meet the request's latency budget and the policy is ``reject_503``."""
+
+    status = 503
+    type = "latency_budget_unmet"
 
 
 class InternalError(RouterError):

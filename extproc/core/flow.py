@@ -18,8 +18,15 @@ from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from extproc.core import envoy_wire
+from extproc.core.admission import PriorityClass
 from extproc.core.envoy_wire import ResponseCache
-from extproc.core.errors import BodyTooLarge, InvalidBody, NoHealthyDeployment, RouterError
+from extproc.core.errors import (
+    BodyTooLarge,
+    InvalidBody,
+    NoHealthyDeployment,
+    RouterError,
+    Shed,
+)
 from extproc.core.protocols import NeedsBody, RequestHead, understand_body, understand_head
 from extproc.core.protocols.json_body import declared_length
 from extproc.core.request import InferenceRequest
@@ -82,6 +89,8 @@ class Outcome:
     rule: RuleMatch | None = None
     """The content rule that applied, if any."""
     rewrite: Rewrite | None = None
+    priority: str | None = None
+    """The request's priority class, once read (admission)."""
 
     @property
     def status(self) -> int:
@@ -135,8 +144,8 @@ def subset_hint(msg: ep.ProcessingRequest) -> Sequence[str] | None:
 
 
 class RequestFlow:
-    __slots__ = ("_body", "_body_len", "_head", "_need", "_state", "_subset", "_trace", "outcome",
-                 "phase")  # fmt: skip
+    __slots__ = ("_body", "_body_len", "_budget", "_head", "_need", "_priority", "_state",
+                 "_subset", "_trace", "outcome", "phase")  # fmt: skip
 
     def __init__(self, state: RouterState, trace: ScheduleTrace | None = None) -> None:
         self._state = state
@@ -148,6 +157,8 @@ class RequestFlow:
         self._subset: Sequence[str] | None = None
         self._body: list[bytes] = []
         self._body_len = 0
+        self._priority: PriorityClass | None = None
+        self._budget: float | None = None
 
     def __repr__(self) -> str:
         rid = self._head.request_id if self._head else ""
@@ -193,9 +204,15 @@ class RequestFlow:
     def _decide(self, request: InferenceRequest) -> Decision:
         self.outcome.request = request
         state = self._state
-        decision = state.scheduler.schedule(
-            request, self._snapshot(), self._subset, self._trace, state.signals
-        )
+        snapshot = self._snapshot()
+        try:
+            decision = state.scheduler.schedule(
+                request, snapshot, self._subset, self._trace, state.signals,
+                self._priority, self._budget,
+            )  # fmt: skip
+        except (Shed, NoHealthyDeployment):
+            self.outcome.registered = request.model  # shed or unservable, but registered
+            raise
         self.outcome.decision = decision
         self.phase = Phase.DONE
         request_id = request.head.request_id
@@ -208,6 +225,11 @@ class RequestFlow:
         headers = msg.request_headers
         head = self._head = parse_head(headers)
         self._subset = subset_hint(msg)
+        adm = self._state.scheduler.admission
+        if adm is not None:  # 400 for a bad priority or budget header, before anything
+            self._priority = adm.classify(head)
+            self.outcome.priority = self._priority.name
+            self._budget = adm.header_budget(head)
         understood = understand_head(head)
         if isinstance(understood, InferenceRequest):
             if not self._reads_body(understood):

@@ -21,6 +21,22 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Cost:
+    """What a request costs on a deployment, in the user's currency unit."""
+
+    per_request: float = 0.0
+    per_1k_prompt_tokens: float = 0.0
+    per_1k_completion_tokens: float = 0.0
+
+    def estimate(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (
+            self.per_request
+            + prompt_tokens / 1000 * self.per_1k_prompt_tokens
+            + completion_tokens / 1000 * self.per_1k_completion_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     model: str
@@ -31,6 +47,10 @@ class Deployment:
     enabled: bool = True
     excluded: tuple[tuple[str, str], ...] = ()
     """Known endpoints that may not receive traffic, with why (e.g. ``critical``)."""
+    max_inflight: int | None = None
+    """Capacity quota: requests in flight on the whole deployment (``None``: no quota)."""
+    max_inflight_per_endpoint: int | None = None
+    cost: Cost | None = None
 
     @property
     def routable(self) -> bool:

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from extproc.core.errors import SpecViolation
+from extproc.core.errors import Shed, SpecViolation
 from extproc.core.flow import Outcome
 from extproc.core.snapshot import Snapshot
 
@@ -61,6 +61,21 @@ class Metrics:
             f"{ns}_picks",
             "Requests routed, by the scheduling profile that picked the endpoints.",
             ["profile"],
+            registry=registry,
+        )
+        self.admission = Counter(
+            f"{ns}_admission",
+            "Admission decisions, by priority class, model and result (admitted, "
+            "admitted_at_risk: past the latency budget, shed_load, shed_quota, shed_budget).",
+            ["class", "model", "result"],
+            registry=registry,
+        )
+        self.spend = Counter(
+            f"{ns}_estimated_spend",
+            "Estimated cost of the requests routed, in the routing file's cost unit, by model "
+            "and deployment (prompt tokens from characters / 4; completion tokens from the "
+            "request's limit or admission.default_completion_tokens).",
+            ["model", "deployment"],
             registry=registry,
         )
         self.rules = Counter(
@@ -167,14 +182,23 @@ class Metrics:
         if err is None:
             model = outcome.model or NO_MODEL
             result = "routed"
-            if outcome.decision is not None:
-                self._child(self.picks, outcome.decision.profile).inc()
+            decision = outcome.decision
+            if decision is not None:
+                self._child(self.picks, decision.profile).inc()
+                if outcome.priority is not None:
+                    admitted = "admitted_at_risk" if decision.budget_at_risk else "admitted"
+                    self._child(self.admission, outcome.priority, model, admitted).inc()
+                if decision.cost:
+                    self._child(self.spend, model, decision.deployment).inc(decision.cost)
         else:
             model = outcome.model or UNREGISTERED
             result = "failed" if err.status >= 500 else "rejected"
             self._child(self.errors, err.type, str(err.status)).inc()
             if isinstance(err, SpecViolation):
                 self._child(self.validation, model, err.rule).inc()
+            elif isinstance(err, Shed) and outcome.priority is not None:
+                shed = f"shed_{err.reason}"
+                self._child(self.admission, outcome.priority, model, shed).inc()
         self._child(self.requests, model, result).inc()
         if outcome.rule is not None:
             self._child(self.rules, outcome.rule.rule).inc()

@@ -100,6 +100,14 @@ def _native_problems(
         blocker = envoy_blocker(scheduler.profile_for(name))
         if blocker is not None:
             why.append(blocker)
+        if m.objective is not None:
+            why.append("it has a latency objective (admission)")
+        quotas = [
+            d.name for d in config.deployments_of(name)
+            if d.max_inflight is not None or d.max_inflight_per_endpoint is not None
+        ]  # fmt: skip
+        if quotas:
+            why.append(f"deployment(s) {', '.join(quotas)} have in-flight quotas")
         if why:
             problems.append(f"models.{name}.native: true, but {'; '.join(why)}")
     return problems

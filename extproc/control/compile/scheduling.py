@@ -13,6 +13,7 @@ from typing import Any, get_type_hints
 
 from pydantic import ConfigDict, ValidationError, create_model
 
+from extproc.control.compile.admission import compile_admission
 from extproc.control.errors import ProblemsError
 from extproc.control.schema import DEFAULT_FILTERS, Config, PluginRef, ProfileConfig, ScorerRef
 from extproc.core.scheduling.framework import Filter, Picker, Plugin, Scorer
@@ -122,6 +123,21 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
         ),
         picker=PluginRef(type="max_score"),
     ),
+    # load-aware, but the cheapest deployment first: the cost weight outweighs every
+    # load scorer together, so load only orders endpoints of equally cheap deployments;
+    # admission (quotas, latency budgets) decides when the cheap one is not an option.
+    "cost-aware": ProfileConfig(
+        filters=tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, "not_ejected")),
+        scorers=_scorers(
+            ("cost", 10),
+            ("least_busy_time", 2),
+            ("queue", 1),
+            ("kv_cache", 1),
+            ("prefix_cache", 3),
+            ("latency", 1),
+        ),
+        picker=PluginRef(type="max_score"),
+    ),
 }
 """Profiles every routing file can name without declaring them (a declared profile of
 the same name replaces the built-in one)."""
@@ -176,7 +192,13 @@ def compile_scheduler(config: Config) -> Scheduler:
             profiles[name] = profile
     if problems:
         raise SchedulingError(problems)
-    return Scheduler(profiles, s.profile, by_model)
+    return Scheduler(
+        profiles,
+        s.profile,
+        by_model,
+        admission=compile_admission(config),
+        default_completion_tokens=config.admission.default_completion_tokens,
+    )
 
 
 NATIVE_PICKERS = frozenset({"round_robin", "weighted_random"})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -35,13 +36,37 @@ from extproc.control.registry.base import Registry, RegistryInputs
 from extproc.control.registry.consul_api import ConsulClient, ConsulSettings, ConsulUnavailable
 from extproc.control.registry.static import build_snapshot
 from extproc.control.schema import ConsulConfig, RegistryConfig
-from extproc.core.snapshot import Deployment, Endpoint, ModelEntry, Snapshot
+from extproc.core.snapshot import Cost, Deployment, Endpoint, ModelEntry, Snapshot
 
 log = logging.getLogger("extproc.control.registry.consul")
 
 RESERVED_META = frozenset(
-    {"model", "version", "protocol", "deployment", "weight", "max_inflight", "spec"}
-)
+    {"model", "version", "protocol", "deployment", "weight", "max_inflight", "spec",
+     "cost_per_request", "cost_per_1k_prompt_tokens", "cost_per_1k_completion_tokens"}
+)  # fmt: skip
+
+
+def _number(meta: Mapping[str, str], key: str) -> float | None:
+    """A numeric ServiceMeta value (``None``: absent or not a non-negative number)."""
+    raw = meta.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        log.warning("Consul meta %s=%r is not a number; ignored", key, raw)
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _cost(meta: Mapping[str, str]) -> Cost | None:
+    parts = {
+        k: _number(meta, f"cost_{k}")
+        for k in ("per_request", "per_1k_prompt_tokens", "per_1k_completion_tokens")
+    }
+    if all(v is None for v in parts.values()):
+        return None
+    return Cost(**{k: v or 0.0 for k, v in parts.items()})
 
 
 def instance_state(checks: list[Mapping[str, Any]]) -> str:
@@ -268,6 +293,8 @@ class ConsulRegistry(Registry):
                     {
                         "protocol": meta.get("protocol"),
                         "spec": meta.get("spec"),
+                        "max_inflight": _number(meta, "max_inflight"),
+                        "cost": _cost(meta),
                         "tags": tags,
                         "eps": [],
                         "excluded": [],
@@ -296,6 +323,8 @@ class ConsulRegistry(Registry):
                     weight=max((e.weight for e in g["eps"]), default=1),
                     tags=g["tags"],
                     excluded=tuple(g["excluded"]),
+                    max_inflight=int(g["max_inflight"]) if g["max_inflight"] else None,
+                    cost=g["cost"],
                 )
             )
             if g["protocol"]:

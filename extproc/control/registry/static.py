@@ -5,7 +5,7 @@ from __future__ import annotations
 from extproc.control.errors import ConfigError
 from extproc.control.net import ResolveError, Resolver
 from extproc.control.registry.base import Registry, RegistryInputs
-from extproc.core.snapshot import Deployment, Endpoint, ModelEntry, Snapshot
+from extproc.core.snapshot import Cost, Deployment, Endpoint, ModelEntry, Snapshot
 
 
 async def build_snapshot(
@@ -31,6 +31,9 @@ async def build_snapshot(
                 weight=dep.weight,
                 tags=dict(dep.tags),
                 enabled=dep.enabled,
+                max_inflight=dep.max_inflight,
+                max_inflight_per_endpoint=dep.max_inflight_per_endpoint,
+                cost=None if dep.cost is None else Cost(**dep.cost.model_dump()),
             )
         )
     if problems:

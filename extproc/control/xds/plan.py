@@ -55,6 +55,14 @@ def plan_model(compiled: CompiledRouting, snapshot: Snapshot, model: str) -> Mod
     blocker = envoy_blocker(profile)
     if blocker is not None:
         blockers.append(blocker)
+    quotas = [
+        d.name for d in entry.deployments
+        if d.max_inflight is not None or d.max_inflight_per_endpoint is not None
+    ]  # fmt: skip
+    if quotas:
+        blockers.append(f"deployment(s) {', '.join(quotas)} have in-flight quotas")
+    if declared is not None and declared.objective is not None:
+        blockers.append("it has a latency objective (admission)")
     if setting is False:
         return ModelPlan(model, protocol, False, False, weighted, "native: false")
     if blockers:

@@ -33,6 +33,7 @@ from extproc.control.schema import Config
 from extproc.control.xds.clusters import METADATA_NAMESPACE
 from extproc.control.xds.plan import ModelPlan
 from extproc.core.envoy_wire import (
+    BUDGET_RISK_HEADER,
     CLUSTER_HEADER,
     DEPLOYMENT_HEADER,
     ENDPOINT_HEADER,
@@ -303,7 +304,14 @@ class RouteBuilder:
                 "idle_timeout": f"{self.config.envoy.stream_idle_timeout_s}s",
                 "retry_policy": self.retry,
             },
-            "response_headers_to_add": self._headers(self.served_headers),
+            "response_headers_to_add": [
+                *self._headers(self.served_headers),
+                {  # admission's verdict, when it routed past the latency budget
+                    "header": {"key": BUDGET_RISK_HEADER, "value": f"%REQ({BUDGET_RISK_HEADER})%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    "keep_empty_value": False,
+                },
+            ],
             "request_headers_to_remove": [CLUSTER_HEADER],
         }
         routes: list[dict[str, Any]] = [picked]

@@ -19,6 +19,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from extproc.core import usage
+from extproc.core.admission import PriorityClass
 from extproc.core.capabilities import Requirements
 from extproc.core.request import InferenceRequest
 from extproc.core.signals import SignalBoard
@@ -60,6 +62,32 @@ class SchedulingRequest:
     """``time.monotonic()`` when scheduling started (staleness, ejection expiry)."""
     scratch: dict[str, Any] = field(default_factory=dict)
     """Per-request memo plugins share (e.g. the prompt's block hashes)."""
+    priority: PriorityClass | None = None
+    """The request's priority class (admission; ``None``: the default class)."""
+    budget_ms: float | None = None
+    """Time-to-first-token budget (header, or the model's objective)."""
+    budget_at_risk: bool = False
+    """Set by admission: no endpoint was predicted to meet the budget."""
+    default_completion_tokens: int = 256
+    """Completion tokens assumed when the request sets no limit (cost estimates)."""
+
+    def tokens(self) -> tuple[int, int]:
+        """Estimated (prompt, completion) tokens (:mod:`extproc.core.usage`), memoised."""
+        memo: tuple[int, int] | None = self.scratch.get("tokens")
+        if memo is None:
+            body = self.request.body
+            memo = self.scratch["tokens"] = (
+                usage.prompt_tokens(body),
+                usage.completion_tokens(body, self.default_completion_tokens),
+            )
+        return memo
+
+    def cost(self, deployment: Deployment) -> float | None:
+        """The request's estimated cost on ``deployment`` (``None``: no cost declared)."""
+        cost = deployment.cost
+        if cost is None:
+            return None
+        return cost.estimate(*self.tokens())
 
 
 @dataclass(frozen=True, slots=True)

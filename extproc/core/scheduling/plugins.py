@@ -14,6 +14,7 @@ from extproc.core.scheduling.pickers.max_score import MaxScore
 from extproc.core.scheduling.pickers.power_of_two import PowerOfTwo
 from extproc.core.scheduling.pickers.round_robin import RoundRobin
 from extproc.core.scheduling.pickers.weighted_random import WeightedRandom
+from extproc.core.scheduling.scorers.cost import Cost
 from extproc.core.scheduling.scorers.deployment_weight import DeploymentWeight
 from extproc.core.scheduling.scorers.kv_cache import KvCache
 from extproc.core.scheduling.scorers.latency import Latency
@@ -37,6 +38,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Latency,
     PrefixCache,
     LoraAffinity,
+    Cost,
     RoundRobin,
     WeightedRandom,
     MaxScore,

@@ -46,8 +46,10 @@ class ScheduleTrace:
         return out
 
 
-def candidate_signals(req: SchedulingRequest, address: str) -> dict[str, Any]:
-    """What the live signals say about one endpoint (``explain``)."""
+def candidate_signals(req: SchedulingRequest, candidate: Candidate) -> dict[str, Any]:
+    """What the live signals say about one endpoint (``explain``), and what the request
+    would cost there."""
+    address = candidate.address
     board = req.signals
     load = board.load.get(address)
     lat = board.latency.get(address)
@@ -61,6 +63,7 @@ def candidate_signals(req: SchedulingRequest, address: str) -> dict[str, Any]:
         "load_stale": board.load.is_stale(load, req.now),
         "ttfb_ewma_s": None if lat is None else lat.ttfb_s,
         "ejected_for_s": round(until - req.now, 3) if until > req.now else 0.0,
+        "estimated_cost": req.cost(candidate.deployment),
     }
 
 
@@ -135,7 +138,11 @@ class Profile:
             return None
         if trace is None:
             return self._fast_score(req, candidates)
-        trace.signals = {c.address: candidate_signals(req, c.address) for c in candidates}
+        for c in candidates:  # admission may have added load and predicted TTFT
+            trace.signals[c.address] = {
+                **candidate_signals(req, c),
+                **trace.signals.get(c.address, {}),
+            }
         totals = [0.0] * len(candidates)
         for ws in self.scorers:
             scores = ws.scorer.score(req, candidates)

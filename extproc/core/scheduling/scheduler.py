@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from extproc.core import capabilities
+from extproc.core.admission import Admission, LoadMemo, PriorityClass, admit
 from extproc.core.capabilities import Requirements
 from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound
 from extproc.core.request import InferenceRequest
@@ -34,6 +35,12 @@ class Decision:
     capabilities: Requirements = ()
     within_subset: bool = False
     profile: str = "default"
+    priority: str = ""
+    """The request's priority class (admission)."""
+    budget_at_risk: bool = False
+    """No endpoint was predicted to meet the request's time-to-first-token budget."""
+    cost: float | None = None
+    """The request's estimated cost on the picked deployment (``None``: none declared)."""
 
     @property
     def reason(self) -> str:
@@ -55,12 +62,23 @@ def candidates_of(model: ModelEntry) -> tuple[Candidate, ...]:
 class Scheduler:
     """The profiles of one routing file and which model uses which."""
 
-    def __init__(self, profiles: Mapping[str, Profile], default: str, by_model: Mapping[str, str]):
+    def __init__(
+        self,
+        profiles: Mapping[str, Profile],
+        default: str,
+        by_model: Mapping[str, str],
+        admission: Admission | None = None,
+        default_completion_tokens: int = 256,
+    ):
         self.profiles = dict(profiles)
         self.default = self.profiles[default]
         self._by_model = {model: self.profiles[name] for model, name in by_model.items()}
+        self.admission = admission
+        """Quotas, priority classes and budgets (``None``: every request admitted)."""
+        self.default_completion_tokens = default_completion_tokens
         self._snapshot: Snapshot | None = None
         self._cache: dict[tuple[str, str, str | None], tuple[Candidate, ...] | str] = {}
+        self._loads = LoadMemo()
 
     def __repr__(self) -> str:
         overrides = {m: p.name for m, p in self._by_model.items()}
@@ -113,9 +131,13 @@ class Scheduler:
         subset: Collection[str] | None = None,
         trace: ScheduleTrace | None = None,
         signals: SignalBoard | None = None,
+        priority: PriorityClass | None = None,
+        budget_ms: float | None = None,
     ) -> Decision:
         """Primary and fallback endpoints for ``request``: 404 unknown model or version,
-        503 when no endpoint passes the filters. ``trace`` records every step."""
+        503 when no endpoint passes the filters, 429 when admission sheds it. ``trace``
+        records every step. ``budget_ms`` (the budget header) overrides the model's
+        objective."""
         model = self.lookup(request, snapshot)
         profile = self._by_model.get(model.name, self.default)
         caps = request.capabilities
@@ -127,13 +149,19 @@ class Scheduler:
             subset=None if subset is None else frozenset(subset),
             signals=signals if signals is not None else SignalBoard(),  # no live signals
             now=time.monotonic(),
+            priority=priority,
+            default_completion_tokens=self.default_completion_tokens,
         )
+        adm = self.admission
         if trace is None:
             cands = self._cached_pool(snapshot, profile, req)
             cands = profile.apply_filters(req, cands, profile.request_filters)
         else:  # explain: every filter in turn, nothing cached
             trace.profile = profile.name
             cands = profile.apply_filters(req, candidates_of(model), profile.filters, trace)
+        if adm is not None:
+            req.budget_ms = budget_ms if budget_ms is not None else adm.objectives.get(model.name)
+            cands = admit(adm, req, cands, trace, self._loads)
         picked = profile.pick((model.name, req.version, caps), req, cands, trace)
         if not picked:
             raise NoHealthyDeployment(
@@ -152,4 +180,7 @@ class Scheduler:
             capabilities=caps,
             within_subset=subset is not None,
             profile=profile.name,
+            priority=(priority or adm.default).name if adm is not None else "",
+            budget_at_risk=req.budget_at_risk,
+            cost=None if dep.cost is None else req.cost(dep),
         )

@@ -12,11 +12,10 @@ holds. Like the GIE approximate prefix scorer, it learns from its own picks only
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
+from extproc.core.usage import prompt_text
 
 _KEY = "prefix_cache.hashes"
 
@@ -29,37 +28,6 @@ class PrefixCacheParams:
     """Leading blocks hashed per request (longer prompts: their first blocks decide)."""
     capacity: int = 200_000
     """Block hashes remembered in all; the least recently used go first."""
-
-
-def prompt_text(body: Mapping[str, Any] | None) -> str:
-    """The text a model would see first: chat message contents, completion prompt or
-    responses input (strings and text parts only)."""
-    if not body:
-        return ""
-    parts: list[str] = []
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
-            parts.append(str(m.get("role", "")))
-            content = m.get("content")
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts.extend(
-                    p["text"]
-                    for p in content
-                    if isinstance(p, dict) and isinstance(p.get("text"), str)
-                )
-        return "\x1e".join(parts)
-    for key in ("prompt", "input"):
-        value = body.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):
-            return "\x1e".join(v for v in value if isinstance(v, str))
-    return ""
 
 
 class PrefixCache(Scorer):

@@ -28,7 +28,7 @@ def test_plugins_registered_by_kind_and_unique_name() -> None:
                                       "not_ejected"}  # fmt: skip
     assert set(by_kind("scorer")) == {
         "deployment_weight", "least_inflight", "least_busy_time", "queue", "kv_cache", "latency",
-        "prefix_cache", "lora_affinity",
+        "prefix_cache", "lora_affinity", "cost",
     }  # fmt: skip
     assert len({(p.kind, p.name) for p in PLUGINS}) == len(PLUGINS)
 
