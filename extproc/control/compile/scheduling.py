@@ -100,6 +100,10 @@ def _scorers(*pairs: tuple[str, float]) -> tuple[ScorerRef, ...]:
     return tuple(ScorerRef(type=name, weight=weight) for name, weight in pairs)
 
 
+def _filters(*extra: str) -> tuple[PluginRef, ...]:
+    return tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, *extra))
+
+
 BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # The Gateway API Inference Extension / llm-d endpoint picker's default profile.
     "gie-default": ProfileConfig(
@@ -113,7 +117,7 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # request time (busy time), prefix affinity, the scraped queue and KV cache, observed
     # time to first byte; failing endpoints left out.
     "load-aware": ProfileConfig(
-        filters=tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, "not_ejected")),
+        filters=_filters("not_ejected", "not_saturated"),
         scorers=_scorers(
             ("least_busy_time", 2),
             ("queue", 1),
@@ -127,7 +131,7 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # load scorer together, so load only orders endpoints of equally cheap deployments;
     # admission (quotas, latency budgets) decides when the cheap one is not an option.
     "cost-aware": ProfileConfig(
-        filters=tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, "not_ejected")),
+        filters=_filters("not_ejected", "not_saturated"),
         scorers=_scorers(
             ("cost", 10),
             ("least_busy_time", 2),

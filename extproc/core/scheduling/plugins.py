@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from extproc.core.scheduling.filters.capabilities import Capabilities
 from extproc.core.scheduling.filters.not_ejected import NotEjected
+from extproc.core.scheduling.filters.not_saturated import NotSaturated
 from extproc.core.scheduling.filters.routable import Routable
 from extproc.core.scheduling.filters.subset import Subset
 from extproc.core.scheduling.filters.version import Version
@@ -30,6 +31,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Capabilities,
     Subset,
     NotEjected,
+    NotSaturated,
     DeploymentWeight,
     LeastInflight,
     LeastBusyTime,

@@ -25,7 +25,7 @@ def test_plugins_registered_by_kind_and_unique_name() -> None:
     assert set(by_kind("picker")) == {"round_robin", "weighted_random", "max_score",
                                       "power_of_two"}  # fmt: skip
     assert set(by_kind("filter")) == {"routable", "version", "capabilities", "subset",
-                                      "not_ejected"}  # fmt: skip
+                                      "not_ejected", "not_saturated"}  # fmt: skip
     assert set(by_kind("scorer")) == {
         "deployment_weight", "least_inflight", "least_busy_time", "queue", "kv_cache", "latency",
         "prefix_cache", "lora_affinity", "cost",
