@@ -208,6 +208,8 @@ _CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 class AdmissionConfig(_Strict):
     """Priority classes, load shedding and latency budgets (README "Admission")."""
 
+    enabled: bool = True
+    """``false``: no classes, shedding, quotas or budgets (their headers are ignored)."""
     priority_header: str = "x-model-router-priority"
     default_class: str = "standard"
     classes: Mapping[str, PriorityClassConfig] = Field(default_factory=lambda: DEFAULT_CLASSES)

@@ -8,7 +8,8 @@ shows each step as a filter named ``admission.*``):
    ``ceil(quota / deciders)`` from its own in-flight counts (deciders: this router's
    workers plus its peers), so the model servers never see more than ``quota +
    deciders - 1``. When every candidate is full, a class that may be shed gets 429.
-2. **Shedding**: an endpoint's *load* is the largest of its waiting queue /
+2. **Shedding**: an endpoint's *load* is the largest of its waiting queue (as scraped,
+   plus this worker's picks there since: :func:`~extproc.core.signals.waiting_now`) /
    ``queue_saturation``, its KV-cache usage / ``kv_saturation`` and its quota use
    (1.0: saturated; stale or missing scrapes count as unknown, not as full: admission
    never sheds on data it does not have). A class with ``max_load`` gets 429 with
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from extproc.core.errors import BudgetUnmet, InvalidRequest, Overloaded, shown
 from extproc.core.request import RequestHead
+from extproc.core.signals import waiting_now
 
 if TYPE_CHECKING:
     from extproc.core.scheduling.framework import Candidate, SchedulingRequest
@@ -131,44 +133,12 @@ def scraped_load(adm: Admission, req: SchedulingRequest, c: Candidate) -> float:
     if ep is None or req.now - ep.at > board.stale_after_s:
         return 0.0
     load = 0.0
-    if ep.waiting is not None:
-        load = ep.waiting / adm.queue_saturation
+    waiting = waiting_now(ep, req.signals.inflight.get(c.address))
+    if waiting is not None:
+        load = waiting / adm.queue_saturation
     if ep.kv_usage is not None:
         load = max(load, ep.kv_usage / adm.kv_saturation)
     return load
-
-
-class LoadMemo:
-    """Scraped loads of one candidate pool, computed once per load snapshot (they change
-    only when the scraper publishes, or when a scrape turns stale)."""
-
-    __slots__ = ("_cands", "_loads", "_snapshot", "_until")
-
-    def __init__(self) -> None:
-        self._cands: tuple[Candidate, ...] | None = None
-        self._snapshot: object = None
-        self._until = 0.0
-        self._loads: list[float] = []
-
-    def __repr__(self) -> str:
-        return f"LoadMemo(pool={len(self._loads)}, until={self._until:.3f})"
-
-    def loads(
-        self, adm: Admission, req: SchedulingRequest, cands: tuple[Candidate, ...]
-    ) -> list[float]:
-        snap = req.signals.load
-        if cands is self._cands and snap is self._snapshot and req.now < self._until:
-            return self._loads
-        self._loads = [scraped_load(adm, req, c) for c in cands]
-        fresh = [
-            ep.at
-            for c in cands
-            if (ep := snap.endpoints.get(c.address)) is not None
-            and req.now - ep.at <= snap.stale_after_s
-        ]
-        self._until = (min(fresh) + snap.stale_after_s) if fresh else math.inf
-        self._cands, self._snapshot = cands, snap
-        return self._loads
 
 
 def predicted_ttft_ms(req: SchedulingRequest, c: Candidate) -> float | None:
@@ -205,7 +175,6 @@ def admit(
     req: SchedulingRequest,
     cands: tuple[Candidate, ...],
     trace: ScheduleTrace | None = None,
-    memo: LoadMemo | None = None,
 ) -> tuple[Candidate, ...]:
     """``cands`` after quotas, shedding and the budget (see the module docstring)."""
     cls = req.priority or adm.default
@@ -225,11 +194,7 @@ def admit(
             )
         # else: a class never shed goes on over quota, to the least loaded below
     if quota or req.signals.load.endpoints:
-        loads = (
-            memo.loads(adm, req, cands)
-            if memo is not None and trace is None
-            else [scraped_load(adm, req, c) for c in cands]
-        )
+        loads = [scraped_load(adm, req, c) for c in cands]
         if quota:
             loads = [max(s, quota_use(adm, req, c)) for s, c in zip(loads, cands, strict=True)]
         least = min(loads)

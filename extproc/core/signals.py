@@ -30,6 +30,9 @@ class EndpointLoad:
     """LoRA adapters the server reports loaded."""
     at: float = 0.0
     """``time.monotonic()`` of the scrape."""
+    inflight: int = 0
+    """This worker's in-flight picks on the endpoint when the scrape left (see
+    :func:`waiting_now`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +166,16 @@ class SignalBoard:
             f"SignalBoard(worker={self.worker_id!r}, {self.load!r}, "
             f"latency={len(self.latency)}, ejected={sorted(self.ejected)}, {self.inflight!r})"
         )
+
+
+def waiting_now(ep: EndpointLoad, inflight_now: int) -> float | None:
+    """The endpoint's queue now, estimated: the scraped queue plus this worker's picks
+    there since the scrape left, less those that finished (``inflight_now`` minus the
+    count then). Only a server that was queueing gets the picks added: one with free
+    slots may have started them at once, so its scraped queue stands until the next
+    scrape. Between scrapes at high request rates this keeps admission from
+    overshooting by a scrape interval's worth of arrivals."""
+    waiting = ep.waiting
+    if not waiting:
+        return waiting
+    return max(0.0, waiting + inflight_now - ep.inflight)

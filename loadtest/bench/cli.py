@@ -36,7 +36,7 @@ from loadtest.bench.scenarios import (
     plan,
     write_bodies,
 )
-from loadtest.bench.scheduling import SCENARIOS, run_scenarios
+from loadtest.bench.scheduling import SCENARIO_NAMES, run_scenarios
 from loadtest.bench.scheduling import report as scheduling_report
 
 FAILED: list[str] = []
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> Options:
         "--scenarios",
         default="",
         help="scheduling quality on llm-d-inference-sim instead of the setups, comma-"
-        "separated: " + ", ".join(SCENARIOS) + " (profiles side by side, one run)",
+        "separated: " + ", ".join(SCENARIO_NAMES) + " (profiles side by side, one run)",
     )
     p.add_argument(
         "--profile",
@@ -107,9 +107,9 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     a = p.parse_args(argv)
     scenarios = tuple(s.strip() for s in a.scenarios.split(",") if s.strip())
-    unknown = [s for s in scenarios if s not in SCENARIOS]
+    unknown = [s for s in scenarios if s not in SCENARIO_NAMES]
     if unknown:
-        p.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+        p.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIO_NAMES)}")
     if a.router != "model-router" and a.workers != 1:
         p.error("--router minimal/both needs --workers 1 (the probe is one process)")
     if a.router != "model-router" and a.pin_cpu:

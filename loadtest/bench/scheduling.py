@@ -33,6 +33,8 @@ from extproc.ops.envoy_config import EnvoyPorts
 from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 from loadtest.bench.cpu import cpu_seconds, descendants
+from loadtest.bench.overload import report as overload_report
+from loadtest.bench.overload import run_overload
 
 PROFILES = {
     "round_robin": "default",
@@ -79,6 +81,10 @@ SCENARIOS = {
     "uniform": Scenario("uniform", (SimSpec(),) * 4, rate_rps=60),
     "prefix": Scenario("prefix", (PREFIX_SIM,) * 4, rate_rps=40, tenants=8, kv_cache=True),
 }
+
+
+SCENARIO_NAMES = (*SCENARIOS, "overload")
+"""Every scenario ``--scenarios`` knows (``overload``: :mod:`loadtest.bench.overload`)."""
 
 
 @dataclass
@@ -244,6 +250,9 @@ async def run_scenarios(names: list[str], workdir: Path, quick: bool) -> dict[st
     duration = 8.0 if quick else 30.0
     out: dict[str, Any] = {}
     for name in names:
+        if name == "overload":
+            out[name] = await run_overload(workdir, quick)
+            continue
         scenario = SCENARIOS[name]
         profiles: dict[str, Any] = {}
         for key, profile in PROFILES.items():
@@ -278,4 +287,6 @@ def report(results: dict[str, Any]) -> list[str]:
         ratio = uni["default"]["ttft_p99_ms"] / uni["round_robin"]["ttft_p99_ms"]
         ok = "ok" if ratio <= 1.05 else "MISS"
         lines.append(f"  uniform: default p99 TTFT / round robin: {ratio:.2f} (<= 1.05) {ok}")
+    if "overload" in results:
+        lines += overload_report(results["overload"])
     return lines

@@ -6,8 +6,11 @@ from extproc.control.schema import Config
 from extproc.core.admission import Admission, PriorityClass
 
 
-def compile_admission(config: Config) -> Admission:
+def compile_admission(config: Config) -> Admission | None:
+    """``None`` when admission is off (``admission.enabled: false``)."""
     a = config.admission
+    if not a.enabled:
+        return None
     classes = {name: PriorityClass(name, c.max_load) for name, c in a.classes.items()}
     return Admission(
         classes=classes,

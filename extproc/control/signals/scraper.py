@@ -23,7 +23,7 @@ from extproc.core.signals import EndpointLoad, LoadSnapshot, SignalBoard
 log = logging.getLogger("extproc.control.signals")
 
 
-def parse_load(text: str, families: Families, at: float) -> EndpointLoad:
+def parse_load(text: str, families: Families, at: float, inflight: int = 0) -> EndpointLoad:
     found = scan(text, families.all)
 
     def first(names: tuple[str, ...]) -> float | None:
@@ -48,6 +48,7 @@ def parse_load(text: str, families: Families, at: float) -> EndpointLoad:
         kv_usage=kv,
         adapters=frozenset(adapters),
         at=at,
+        inflight=inflight,
     )
 
 
@@ -74,6 +75,9 @@ class MetricsScraper:
     async def _fetch(self, target: ScrapeTarget, sem: asyncio.Semaphore) -> EndpointLoad | None:
         assert self._session is not None
         async with sem:
+            # This worker's in-flight picks there as the scrape leaves: picks made after
+            # it (not yet in the server's queue) are the difference from the count then.
+            inflight = self.board.inflight.get(target.address)
             try:
                 async with self._session.get(target.url) as r:
                     if r.status != 200:
@@ -88,7 +92,7 @@ class MetricsScraper:
                     log.warning("cannot scrape %s (%s): %s", target.url, n, exc)
                 return None
         t0 = time.process_time()
-        load = parse_load(text, target.families, time.monotonic())
+        load = parse_load(text, target.families, time.monotonic(), inflight)
         self.cpu_s += time.process_time() - t0
         return load
 

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from extproc.core import capabilities
-from extproc.core.admission import Admission, LoadMemo, PriorityClass, admit
+from extproc.core.admission import Admission, PriorityClass, admit
 from extproc.core.capabilities import Requirements
 from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound
 from extproc.core.request import InferenceRequest
@@ -78,7 +78,6 @@ class Scheduler:
         self.default_completion_tokens = default_completion_tokens
         self._snapshot: Snapshot | None = None
         self._cache: dict[tuple[str, str, str | None], tuple[Candidate, ...] | str] = {}
-        self._loads = LoadMemo()
 
     def __repr__(self) -> str:
         overrides = {m: p.name for m, p in self._by_model.items()}
@@ -161,7 +160,7 @@ class Scheduler:
             cands = profile.apply_filters(req, candidates_of(model), profile.filters, trace)
         if adm is not None:
             req.budget_ms = budget_ms if budget_ms is not None else adm.objectives.get(model.name)
-            cands = admit(adm, req, cands, trace, self._loads)
+            cands = admit(adm, req, cands, trace)
         picked = profile.pick((model.name, req.version, caps), req, cands, trace)
         if not picked:
             raise NoHealthyDeployment(

@@ -225,3 +225,22 @@ def test_explain_shows_cost_and_quota_use() -> None:
     assert out["signals"][A]["estimated_cost"] == pytest.approx(1 / 1000 * 0.1 + 256 / 1000 * 0.2)
     cost = next(s for s in out["scorers"] if s["scorer"] == "cost")
     assert cost == {"scorer": "cost", "weight": 10.0, "scores": {A: 1.0, B: 0.0}}
+
+
+def test_picks_since_the_scrape_count_toward_a_queueing_endpoint() -> None:
+    from extproc.core.signals import waiting_now
+
+    ep = EndpointLoad(waiting=3, running=4, inflight=2, at=time.monotonic())
+    assert waiting_now(ep, 5) == 6  # three more picks since the scrape left
+    assert waiting_now(ep, 0) == 1  # two of those counted then have finished
+    assert waiting_now(EndpointLoad(waiting=3, inflight=6), 0) == 0  # never below zero
+    idle = EndpointLoad(waiting=0, running=1, inflight=0, at=time.monotonic())
+    assert waiting_now(idle, 9) == 0  # free slots: it may have started them all
+    # sheddable shed once this worker's own picks fill the queue between scrapes
+    state = state_for(FLEET)
+    board = _board({A: (4, 0.1), B: (4, 0.1)})
+    assert _schedule(state, board, {"x-model-router-priority": "sheddable"}).model == "m"
+    board.inflight.acquire(A, "r1")
+    board.inflight.acquire(B, "r2")
+    with pytest.raises(Overloaded):
+        _schedule(state, board, {"x-model-router-priority": "sheddable"})
