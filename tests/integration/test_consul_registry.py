@@ -15,6 +15,7 @@ import pytest
 
 from extproc.dev.consul_agent import ConsulAgent, consul_binary
 from extproc.dev.model_servers import ModelServer, ModelServerSpec
+from extproc.ops.explain import explain_live
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory, running
 from tests.support import eventually, finish
@@ -434,3 +435,55 @@ async def test_demo_with_consul_registry() -> None:
     assert proc.returncode == 0, text
     assert "consul agent http://127.0.0.1:" in text
     assert "8/8 requests landed where the router said." in text
+
+
+async def test_quota_and_cost_from_service_metadata(
+    consul: ConsulAgent,
+    servers: dict[str, ModelServer],
+    make_stack: StackFactory,
+    client: httpx.AsyncClient,
+) -> None:
+    cheap, dear = servers["cs-v1-a"], servers["cs-v1-b"]
+    for name, s, meta in (
+        ("priced-cheap", cheap, {"deployment": "cheap", "max_inflight": "1",
+                                 "cost_per_request": "0.001"}),
+        ("priced-dear", dear, {"deployment": "dear", "cost_per_request": "0.01",
+                               "cost_per_1k_completion_tokens": "0.5"}),
+    ):  # fmt: skip
+        await consul.register(
+            name, "priced", s.port, {"model": "priced", "version": "1", "protocol": "openai",
+                                     **meta}, health_url=f"{s.url}/health",
+        )  # fmt: skip
+    text = routes(consul) + (
+        "  priced: {protocol: openai, versions: ['1'], scheduling: {profile: cost-aware}}\n"
+    )
+    stack = await make_stack(text)
+    url = stack.url + "/v1/chat/completions"
+    body = {"model": "priced", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+
+    async def served_by(stream: bool = False) -> str:
+        r = await client.post(url, json={**body, "stream": stream})
+        assert r.status_code == 200, r.text
+        return r.headers["x-served-by"]
+
+    async def released() -> bool:  # Envoy's access log has reported the last one done
+        text = (await client.get(f"http://{cfg.host}:{cfg.metrics_port}/metrics")).text
+        return (
+            f'model_router_endpoint_inflight{{deployment="cheap",endpoint="{cheap.address}"}} 0.0'
+            in text
+        )
+
+    cfg = stack.config.listener
+    for _ in range(4):  # one at a time: always the cheap one
+        assert await served_by() == "cs-v1-a"
+        await eventually(released, timeout=5, what="the request released")
+    # three streams at once (each ~0.25 s): one fits the cheap deployment's quota of 1
+    seen = Counter(await asyncio.gather(*(served_by(stream=True) for _ in range(3))))
+    assert seen == {"cs-v1-a": 1, "cs-v1-b": 2}
+    await eventually(released, timeout=5, what="the streams released")
+    live = await explain_live(f"http://{cfg.host}:{cfg.metrics_port}", "POST",
+                              "/v1/chat/completions", [], json.dumps(body).encode())  # fmt: skip
+    signals = live["scheduling"]["signals"]
+    assert signals[cheap.address]["estimated_cost"] == pytest.approx(0.001)
+    assert signals[dear.address]["estimated_cost"] == pytest.approx(0.01 + 8 / 1000 * 0.5)
+    assert signals[cheap.address]["quota_use"] == 0.0
