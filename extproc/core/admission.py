@@ -113,17 +113,24 @@ def _has_quota(req: SchedulingRequest) -> bool:
     )
 
 
-def quota_use(adm: Admission, req: SchedulingRequest, c: Candidate) -> float:
-    """The fullest of the candidate's deployment and endpoint quota shares (1.0: full)."""
-    dep = c.deployment
+def quota_uses(adm: Admission, req: SchedulingRequest, cands: tuple[Candidate, ...]) -> list[float]:
+    """Each candidate's fullest quota share: its deployment's and its own (1.0: full)."""
     get = req.signals.inflight.get
-    use = 0.0
-    if dep.max_inflight is not None:
-        on_dep = sum(get(e.address) for e in dep.endpoints)
-        use = on_dep / adm.share(dep.max_inflight)
-    if dep.max_inflight_per_endpoint is not None:
-        use = max(use, get(c.address) / adm.share(dep.max_inflight_per_endpoint))
-    return use
+    by_deployment: dict[str, float] = {}
+    out = []
+    for c in cands:
+        dep = c.deployment
+        use = 0.0
+        if dep.max_inflight is not None:
+            got = by_deployment.get(dep.name)
+            if got is None:
+                on_dep = sum(get(e.address) for e in dep.endpoints)
+                got = by_deployment[dep.name] = on_dep / adm.share(dep.max_inflight)
+            use = got
+        if dep.max_inflight_per_endpoint is not None:
+            use = max(use, get(c.address) / adm.share(dep.max_inflight_per_endpoint))
+        out.append(use)
+    return out
 
 
 def scraped_load(adm: Admission, req: SchedulingRequest, c: Candidate) -> float:
@@ -170,6 +177,34 @@ def _keep(
         )
 
 
+def _saturated(
+    adm: Admission,
+    req: SchedulingRequest,
+    cls: PriorityClass,
+    cands: tuple[Candidate, ...],
+    loads: list[float],
+    trace: ScheduleTrace | None,
+) -> tuple[Candidate, ...]:
+    """Every candidate at or past ``cls``'s threshold (or ``explain``): shed ``cls``, or
+    for a class never shed, keep the least loaded."""
+    least = min(loads)
+    if trace is not None:
+        for c, load in zip(cands, loads, strict=True):
+            trace.signals.setdefault(c.address, {})["load"] = round(load, 3)
+    if cls.max_load is not None and least >= cls.max_load:
+        _keep(trace, "admission.load", (), priority=cls.name, least_load=least)
+        raise adm.overloaded(
+            cls,
+            "load",
+            f"every endpoint of model {req.model.name!r} is loaded "
+            f"(least {least:.2f}, {cls.name} shed at {cls.max_load:g})",
+        )
+    if cls.max_load is None and least >= 1.0:
+        cands = tuple(c for c, load in zip(cands, loads, strict=True) if load == least)
+    _keep(trace, "admission.load", cands, priority=cls.name, least_load=round(least, 3))
+    return cands
+
+
 def admit(
     adm: Admission,
     req: SchedulingRequest,
@@ -179,8 +214,10 @@ def admit(
     """``cands`` after quotas, shedding and the budget (see the module docstring)."""
     cls = req.priority or adm.default
     quota = _has_quota(req)
+    uses: dict[str, float] = {}
     if quota:
-        use = [quota_use(adm, req, c) for c in cands]
+        use = quota_uses(adm, req, cands)
+        uses = {c.address: u for c, u in zip(cands, use, strict=True)}
         if trace is not None:
             for c, u in zip(cands, use, strict=True):
                 trace.signals.setdefault(c.address, {})["quota_use"] = round(u, 3)
@@ -194,24 +231,14 @@ def admit(
             )
         # else: a class never shed goes on over quota, to the least loaded below
     if quota or req.signals.load.endpoints:
-        loads = [scraped_load(adm, req, c) for c in cands]
-        if quota:
-            loads = [max(s, quota_use(adm, req, c)) for s, c in zip(loads, cands, strict=True)]
-        least = min(loads)
-        if trace is not None:
-            for c, load in zip(cands, loads, strict=True):
-                trace.signals.setdefault(c.address, {})["load"] = round(load, 3)
-        if cls.max_load is not None and least >= cls.max_load:
-            _keep(trace, "admission.load", (), priority=cls.name, least_load=least)
-            raise adm.overloaded(
-                cls,
-                "load",
-                f"every endpoint of model {req.model.name!r} is loaded "
-                f"(least {least:.2f}, {cls.name} shed at {cls.max_load:g})",
-            )
-        if cls.max_load is None and least >= 1.0:
-            cands = tuple(c for c, load in zip(cands, loads, strict=True) if load == least)
-        _keep(trace, "admission.load", cands, priority=cls.name, least_load=round(least, 3))
+        threshold = 1.0 if cls.max_load is None else cls.max_load
+
+        def load(c: Candidate) -> float:
+            return max(scraped_load(adm, req, c), uses.get(c.address, 0.0))
+
+        # The usual case, some room left: stop at the first candidate below the threshold.
+        if trace is not None or not any(load(c) < threshold for c in cands):
+            cands = _saturated(adm, req, cls, cands, [load(c) for c in cands], trace)
     budget = req.budget_ms
     if budget is not None:
         predicted = [predicted_ttft_ms(req, c) for c in cands]
