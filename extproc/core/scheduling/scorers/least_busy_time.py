@@ -14,15 +14,35 @@ from extproc.core.scheduling.scorers._normalize import ratio_to_best
 class LeastBusyTime(Scorer):
     name = "least_busy_time"
 
-    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
-        board = req.signals
-        counts, latency = board.inflight.counts.get, board.latency.get
-        durations = []
-        for c in candidates:
-            lat = latency(c.address)
-            durations.append(None if lat is None else lat.duration_s)
+    def __init__(self, params: object = None) -> None:
+        super().__init__(params)
+        self._memo: tuple[object, object, list[float], dict[str, int]] | None = None
+        """(candidates, latency snapshot, each candidate's request duration, index by
+        address): reused until either changes (the latency snapshot changes when
+        access-log entries arrive)."""
+
+    def _durations(
+        self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
+    ) -> tuple[list[float], dict[str, int]]:
+        latency = req.signals.latency
+        memo = self._memo
+        if memo is not None and memo[0] is candidates and memo[1] is latency:
+            return memo[2], memo[3]
+        got = latency.get
+        durations = [lat.duration_s if (lat := got(c.address)) is not None else None
+                     for c in candidates]  # fmt: skip
         known = [d for d in durations if d]
         floor = min(known) if known else 1.0
-        return ratio_to_best(
-            [(counts(c.address, 0) + 1) * (d or floor) for c, d in zip(candidates, durations)]  # noqa: B905
-        )
+        out = [d or floor for d in durations]
+        index = {c.address: i for i, c in enumerate(candidates)}
+        self._memo = (candidates, latency, out, index)
+        return out, index
+
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        durations, index = self._durations(req, candidates)
+        busy = durations.copy()  # (0 in flight + 1) x duration
+        for address, n in req.signals.inflight.counts.items():  # only endpoints in use
+            i = index.get(address)
+            if i is not None and n:
+                busy[i] = (n + 1) * durations[i]
+        return ratio_to_best(busy)
