@@ -2,8 +2,10 @@
 
 Every error a client can cause is a :class:`RouterError` carrying its HTTP status,
 a stable machine-readable ``type``, a human message and, where the problem is about
-one JSON value, ``field`` as a JSON Pointer into the decoded body. ``envoy_wire.py``
-is the single place that turns them into Envoy ``ImmediateResponse`` messages.
+one JSON value, ``field`` as a JSON Pointer into the decoded body, or, where it is about
+one request header, ``header`` (its lower-case name). ``envoy_wire.py`` is the single
+place that turns them into Envoy ``ImmediateResponse`` messages, in the error shape of
+the request path's protocol (:mod:`extproc.core.error_shapes`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ class RouterError(Exception):
     status: int = 500
     type: str = "internal_error"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, header: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.header = header
+        """The request header the problem is about (``content-type``, ``x-model``...)."""
 
     def __repr__(self) -> str:
+        header = f", header={self.header!r}" if self.header else ""
         return (
             f"{type(self).__name__}(status={self.status}, type={self.type!r}, "
-            f"message={self.message!r}, field={self.field!r})"
+            f"message={self.message!r}, field={self.field!r}{header})"
         )
 
 
@@ -78,9 +85,25 @@ class SpecViolation(RouterError):
         """Which spec rule was broken (``max_tokens``, ``json_schema``, ``tensor_shape``...)."""
 
 
+class UnsupportedEndpoint(RouterError):
+    """A path of a protocol the router knows but does not serve (KServe v2 repository,
+    shared memory, server-level logging and trace settings)."""
+
+    status = 404
+    type = "unsupported_endpoint"
+
+
 class NoHealthyDeployment(RouterError):
     status = 503
     type = "no_healthy_deployment"
+
+
+class RouterUnavailable(RouterError):
+    """Envoy's answer when the router did not answer (routes' catch-alls in fail-open mode;
+    Envoy's local replies say the same): never raised by the router itself."""
+
+    status = 503
+    type = "router_unavailable"
 
 
 class Overloaded(RouterError):

@@ -15,6 +15,7 @@ from string import Template
 from extproc.control.schema import Config, FailureMode
 from extproc.control.xds.routes import ROUTE_CONFIG_NAME
 from extproc.core.envoy_wire import ROUTING_HEADERS
+from extproc.ops.local_replies import render_mappers
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +99,5 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         STRIP_ROUTING_HEADERS_EARLY=_removals(ROUTING_HEADERS, 14),
         STRIP_ROUTING_HEADERS=_removals(ROUTING_HEADERS, 16),
         ROUTE_CONFIG_NAME=ROUTE_CONFIG_NAME,
+        LOCAL_REPLY_MAPPERS=render_mappers(limit),
     )

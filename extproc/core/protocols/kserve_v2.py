@@ -12,13 +12,39 @@ from typing import Any
 from urllib.parse import unquote
 
 from extproc.core.capabilities import Requirements
-from extproc.core.errors import InvalidRequest
+from extproc.core.errors import InvalidRequest, UnsupportedEndpoint
 from extproc.core.request import InferenceRequest, RequestHead
 
-# /v2/models/{name}[/versions/{v}][/infer|/ready]; names may contain '/', '.', ':'.
-PATH = re.compile(
-    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?(?P<op>/infer|/ready)?$"
+OPERATIONS = (
+    "/infer",
+    "/ready",
+    "/config",
+    "/stats",
+    "/trace/setting",
+    "/generate_stream",
+    "/generate",
 )
+"""Model-level operations (KServe v2 and Triton's extensions), recognised at the end of
+the path; what is left before them (and before ``/versions/{v}``) is the model name."""
+POST_OPERATIONS = frozenset({"/infer", "/generate", "/generate_stream"})
+"""Inference operations: POST only (405 otherwise)."""
+# /v2/models/{name}[/versions/{v}][{op}]; names may contain '/', '.', ':'.
+PATH = re.compile(
+    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?"
+    rf"(?P<op>{'|'.join(re.escape(op) for op in OPERATIONS)})?$"
+)
+_RESERVED_END = re.compile(rf"(?:/versions/[^/]+|{'|'.join(re.escape(op) for op in OPERATIONS)})$")
+SERVER_PATHS = {
+    "/v2": "kserve_server_metadata",
+    "/v2/health/live": "kserve_server_live",
+    "/v2/health/ready": "kserve_server_ready",
+    "/v2/models": "kserve_models",
+}
+"""Server-level endpoints the router answers itself (GET), so a client sees one server."""
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "statistics",
+              "trace", "generate")  # fmt: skip
+"""What ``GET /v2`` lists: the extensions whose model-level paths the router routes
+(whether a model's server implements one is up to that server)."""
 
 ELEMENT_SIZE: Mapping[str, int] = {
     "BOOL": 1,
@@ -48,12 +74,43 @@ _JSON_TYPES: Mapping[str, frozenset[type]] = {
 }
 
 
+def is_kserve_path(path: str) -> bool:
+    """``/v2`` and everything under it: the protocol's namespace."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def match(path: str) -> re.Match[str] | None:
     return PATH.match(path)
 
 
 def is_infer(m: re.Match[str]) -> bool:
     return m["op"] == "/infer"
+
+
+def reserved_suffix(name: str) -> str | None:
+    """The suffix of ``name`` that a path would read as a version or an operation
+    (``a/ready``, ``a/versions/2``), or ``None``: such names cannot be routed by path."""
+    m = _RESERVED_END.search(name)
+    return m[0] if m else None
+
+
+def server_endpoint(path: str) -> str:
+    """The server-level endpoint the router answers for ``path`` (under ``/v2``, not
+    a model path); 404 for the ones it does not serve."""
+    endpoint = SERVER_PATHS.get(path)
+    if endpoint is not None:
+        return endpoint
+    if path.startswith("/v2/repository"):
+        raise UnsupportedEndpoint(
+            "the model repository extension (/v2/repository/...) is not served through "
+            "the router: it loads and unloads models on one server, and the router fronts "
+            "many; call the model server itself"
+        )
+    raise UnsupportedEndpoint(
+        f"{_show(path)} is not served through the router; it serves /v2, "
+        "/v2/health/live, /v2/health/ready, /v2/models and /v2/models/{name}[/versions/{v}]"
+        "[/ready|/infer|/config|/stats|/trace/setting|/generate|/generate_stream]"
+    )
 
 
 def from_path(head: RequestHead, m: re.Match[str], capabilities: Requirements) -> InferenceRequest:
