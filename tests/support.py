@@ -153,3 +153,8 @@ def read_error(path: str, headers: Mapping[str, str], body: bytes) -> dict[str, 
         message = err["message"]
     assert isinstance(message, str) and message, doc
     return {"type": etype, "message": message, "field": field, "header": header}
+
+
+def http_error(resp: Any) -> dict[str, Any]:
+    """:func:`read_error` of an ``httpx.Response``."""
+    return read_error(resp.request.url.path, dict(resp.headers), resp.content)
