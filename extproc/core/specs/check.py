@@ -127,7 +127,7 @@ def _check_openai(
         if isinstance(messages, list) and len(messages) > spec.max_messages:
             raise SpecViolation(
                 f"{len(messages)} messages, over this model's limit of {spec.max_messages}",
-                field="/messages",
+                field="/input" if path == RESPONSES else "/messages",
                 rule="max_messages",
             )
     if spec.max_prompt_chars is not None:

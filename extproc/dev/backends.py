@@ -1,0 +1,185 @@
+"""Real model servers nobody here wrote, on loopback, for tests, the demo and benchmarks.
+
+* :class:`InferenceSim`: llm-d's ``llm-d-inference-sim`` (a vLLM simulator: OpenAI
+  chat, completions, embeddings, responses, ``/v1/models``, streaming, vLLM's
+  metrics), built once by ``scripts/install-inference-sim``.
+* :class:`KServeServer`: KServe's own ``ModelServer`` (PyPI ``kserve``) serving echo
+  models (:mod:`extproc.dev.kserve_echo`), from the virtualenv ``scripts/install-kserve``
+  makes.
+
+Both are started as child processes (:class:`~extproc.ops.procs.ManagedProcess`: own
+process group, killed if we die), wait until they answer, and stop with grace::
+
+    async with InferenceSim(["chat-small"], workdir=tmp) as sim:
+        ...sim.address...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from extproc.ops.procs import PORTS, ManagedProcess, wait_http_ok
+
+INFERENCE_SIM_VERSION = "0.10.2"
+KSERVE_VERSION = "0.21.0"
+HOST = "127.0.0.1"
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "model-router"
+
+
+def inference_sim_binary() -> Path | None:
+    """``$INFERENCE_SIM_BIN``, else the cached build; None when neither exists."""
+    env = os.environ.get("INFERENCE_SIM_BIN")
+    if env and os.access(env, os.X_OK):
+        return Path(env)
+    cached = _cache() / f"llm-d-inference-sim-{INFERENCE_SIM_VERSION}"
+    return cached if os.access(cached, os.X_OK) else None
+
+
+def kserve_python() -> Path | None:
+    """``$KSERVE_PYTHON``, else the cached KServe virtualenv's python; None when neither."""
+    env = os.environ.get("KSERVE_PYTHON")
+    if env and os.access(env, os.X_OK):
+        return Path(env)
+    cached = _cache() / f"kserve-{KSERVE_VERSION}" / "bin" / "python"
+    return cached if os.access(cached, os.X_OK) else None
+
+
+class _Backend:
+    """A model server process on a loopback port, ready once ``health_path`` answers 200."""
+
+    name = "backend"
+    health_path = "/"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port if port is not None else PORTS.take(1)[0]
+        self.proc: ManagedProcess | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(address={self.address!r}, proc={self.proc!r})"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"{self.name}-{self.port}.log"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    async def start(self, timeout_s: float = 120.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = ManagedProcess(self.name, self.argv(), log=self.log)
+        await self.proc.start()
+        try:
+            await wait_http_ok(self.url + self.health_path, timeout_s, proc=self.proc)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await self.proc.stop(10)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class InferenceSim(_Backend):
+    """llm-d-inference-sim serving ``models`` (the first is its model, all are served
+    names), in ``echo`` mode (answers repeat the prompt: deterministic) with the dummy
+    tokenizer (no model hub). It listens on every interface of ``port`` (v0.10.2 has no
+    bind-address flag); everything here talks to it on loopback."""
+
+    name = "llm-d-inference-sim"
+    health_path = "/health"
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        workdir: Path,
+        port: int | None = None,
+        inter_token_latency_ms: int = 0,
+        extra_args: Sequence[str] = (),
+        binary: Path | None = None,
+    ) -> None:
+        super().__init__(workdir, port)
+        if not models:
+            raise ValueError("InferenceSim needs at least one model name")
+        self.models = list(models)
+        self.inter_token_latency_ms = inter_token_latency_ms
+        self.extra_args = list(extra_args)
+        found = binary or inference_sim_binary()
+        if found is None:
+            raise FileNotFoundError(
+                "no llm-d-inference-sim: run scripts/install-inference-sim "
+                "or set INFERENCE_SIM_BIN"
+            )
+        self.binary = found
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--port", str(self.port),
+            "--model", self.models[0],
+            "--served-model-name", *self.models,
+            "--mode", "echo",
+            "--force-dummy-tokenizer",
+            "--inter-token-latency", f"{self.inter_token_latency_ms}ms",
+            "--seed", "7",
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+class KServeServer(_Backend):
+    """KServe's ``ModelServer`` with one echo model per name in ``models`` (names may
+    contain ``/``), answering the Open Inference Protocol (v2) over HTTP on loopback."""
+
+    name = "kserve"
+    health_path = "/v2/health/ready"
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        workdir: Path,
+        port: int | None = None,
+        python: Path | None = None,
+    ) -> None:
+        super().__init__(workdir, port)
+        if not models:
+            raise ValueError("KServeServer needs at least one model name")
+        self.models = list(models)
+        found = python or kserve_python()
+        if found is None:
+            raise FileNotFoundError(
+                "no KServe virtualenv: run scripts/install-kserve or set KSERVE_PYTHON"
+            )
+        self.python = found
+
+    def argv(self) -> list[str]:
+        script = Path(__file__).with_name("kserve_echo.py")
+        return [str(self.python), str(script), "--http-port", str(self.port), *self.models]
