@@ -135,8 +135,7 @@ class InferenceSim(_Backend):
         found = binary or inference_sim_binary()
         if found is None:
             raise FileNotFoundError(
-                "no llm-d-inference-sim: run scripts/install-inference-sim "
-                "or set INFERENCE_SIM_BIN"
+                "no llm-d-inference-sim: run scripts/install-inference-sim or set INFERENCE_SIM_BIN"
             )
         self.binary = found
 
