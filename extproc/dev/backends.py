@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from extproc.dev.lifecycle import StartStop
 from extproc.ops.procs import PORTS, ManagedProcess, wait_http_ok
 
 INFERENCE_SIM_VERSION = "0.10.2"
@@ -51,7 +50,7 @@ def kserve_python() -> Path | None:
     return cached if os.access(cached, os.X_OK) else None
 
 
-class _Backend:
+class _Backend(StartStop):
     """A model server process on a loopback port, ready once ``health_path`` answers 200."""
 
     name = "backend"
@@ -93,18 +92,6 @@ class _Backend:
     async def stop(self) -> None:
         if self.proc is not None:
             await self.proc.stop(10)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 class InferenceSim(_Backend):

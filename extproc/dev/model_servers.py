@@ -15,11 +15,12 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from extproc.dev.lifecycle import StartStop
 
 __all__ = ["ModelServer", "ModelServerSpec", "ReceivedRequest", "run_servers", "serve_forever"]
 
@@ -66,7 +67,7 @@ def _split(text: str, n: int) -> list[str]:
     return (parts + [""] * n)[: max(1, n)]
 
 
-class ModelServer:
+class ModelServer(StartStop):
     """One aiohttp server. ``start()`` binds, ``stop()`` releases; also an async context manager."""
 
     def __init__(self, spec: ModelServerSpec) -> None:
@@ -96,18 +97,6 @@ class ModelServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- accessors -----------------------------------------------------------------------
     @property

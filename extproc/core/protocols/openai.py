@@ -121,18 +121,27 @@ def _check_messages(body: Mapping[str, Any]) -> None:
                 f"message {i} content must be a string, null or an array of parts",
                 field=at + "/content",
             )
-        for j, part in enumerate(content):
-            pat = f"{at}/content/{j}"
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise InvalidRequest(
-                    f"message {i} content part {j} must be an object with a string 'type'",
-                    field=pat,
-                )
-            if part["type"] == "text" and not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"message {i} content part {j} is a text part without a string 'text'",
-                    field=pat + "/text",
-                )
+        _check_parts(content, f"message {i}", at)
+
+
+TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+"""Content parts that carry a ``text`` (chat: ``text``; responses: the others)."""
+
+
+def _check_parts(parts: list[Any], what: str, at: str) -> None:
+    """Each content part is an object with a string ``type``; text parts carry a string
+    ``text``."""
+    for j, part in enumerate(parts):
+        pat = f"{at}/content/{j}"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(
+                f"{what} content part {j} must be an object with a string 'type'", field=pat
+            )
+        if part["type"] in TEXT_PARTS and not isinstance(part.get("text"), str):
+            raise InvalidRequest(
+                f"{what} content part {j} is a text part without a string 'text'",
+                field=pat + "/text",
+            )
 
 
 def response_messages(body: Mapping[str, Any]) -> list[Any] | None:
@@ -177,12 +186,7 @@ def _check_response_input(body: Mapping[str, Any]) -> None:
                 f"input item {i} content must be a string or an array of parts",
                 field=at + "/content",
             )
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise InvalidRequest(
-                    f"input item {i} content part {j} must be an object with a string 'type'",
-                    field=f"{at}/content/{j}",
-                )
+        _check_parts(content, f"input item {i}", at)
 
 
 def _check_text_or_tokens(body: Mapping[str, Any], name: str) -> None:

@@ -24,6 +24,7 @@ from extproc.core.protocols.openai import (
     COMPLETIONS,
     EMBEDDINGS,
     RESPONSES,
+    TEXT_PARTS,
     TOKEN_LIMIT_FIELDS,
     response_messages,
 )
@@ -40,8 +41,6 @@ _PROMPT_FIELD = {
     EMBEDDINGS: "/input",
     RESPONSES: "/input",
 }
-_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
-"""Content parts whose ``text`` is prompt text (chat: ``text``; responses: the others)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +190,7 @@ def _message_chars(messages: object) -> int:
             n += len(content)
         elif isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and part.get("type") in _TEXT_PARTS:
+                if isinstance(part, dict) and part.get("type") in TEXT_PARTS:
                     text = part.get("text")
                     if isinstance(text, str):
                         n += len(text)

@@ -79,6 +79,11 @@ def user(text: str = "hi") -> dict[str, Any]:
             {"model": "m", "input": [{"role": "user", "content": [{"text": "x"}]}]},
             "/input/0/content/0",
         ),
+        (
+            RESPONSES,
+            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "/input/0/content/0/text",
+        ),
         (RESPONSES, {"model": "m", "input": "x", "max_output_tokens": -1}, "/max_output_tokens"),
         (RESPONSES, {"model": "m", "input": "x", "instructions": ["a"]}, "/instructions"),
     ],
