@@ -147,6 +147,11 @@ async def test_error_cases_return_documented_status_and_json(
     big = b'{"model": "chat-small", "pad": "' + b"x" * (1024 * 1024) + b'"}'
     r = await client.post(url + "/v1/chat/completions", content=big, headers=json_h)
     assert_error(r, 413)
+    # Envoy's own 413 (buffer filter) in each path's protocol shape, with the type header.
+    for path, headers in (("/v2/models/resnet50/infer", json_h),
+                          ("/api/summarize", {**json_h, "x-model": "fraud-xgb"})):  # fmt: skip
+        r = await client.post(url + path, content=big, headers=headers)
+        assert_error(r, 413, "payload_too_large")
 
     async def chunked() -> object:
         for _ in range(20):
