@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -199,3 +200,15 @@ async def test_aio_client(clients_env: ClientsEnv) -> None:
         assert str(info.value) == "[404] model 'unknown-model' is not registered"
     finally:
         await c.close()
+
+
+async def test_other_model_level_paths_reach_the_models_server(clients_env: ClientsEnv) -> None:
+    """Triton's generate and trace extensions are routed to the model's deployment (the
+    dev server tags every answer it gives, found route or not)."""
+    base = f"{clients_env.stack.url}/v2/models/org/dev-fraud"
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        for method, suffix in (("POST", "/generate"), ("POST", "/generate_stream"),
+                               ("GET", "/trace/setting"), ("POST", "/versions/1/generate")):  # fmt: skip
+            r = await http.request(method, base + suffix, json={"text_input": "hi"})
+            assert r.headers.get("x-served-by") == "dev-fraud", (suffix, r.status_code, r.text)
+            assert clients_env.dev.received[-1].path == "/v2/models/org/dev-fraud" + suffix
