@@ -101,7 +101,7 @@ def request_path(
     if path_only in openai.PATHS:
         how, model = "body model", _body_model(headers, body)
     elif (m := kserve_v2.match(path_only)) is not None:
-        how, model = "KServe path", m["name"]
+        how, model = "KServe path", m.name
     else:
         how, model = "x-model", headers.get("x-model")
     if model is None or model not in snapshot.models:

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _OCTET = frozenset({"application/octet-stream"})
+_NO_TYPES: frozenset[str] = frozenset()
 CAPABILITIES_HEADER = "x-model-capabilities"
 
 
@@ -99,24 +100,26 @@ def understand_head(head: RequestHead) -> InferenceRequest | NeedsBody | ServerC
         _only(head, "POST")
         check_content_headers(head)
         return NeedsBody("openai", parse_capabilities(head))
+    m = kserve_v2.match(path)  # the common case first: a model-level KServe path
+    if m is not None:
+        if m.op in kserve_v2.POST_OPERATIONS and head.method != "POST":
+            _only(head, "POST")
+        if m.op == "/infer":
+            # No content-type: JSON, or the binary extension with its header (as Triton
+            # reads them, and tritonclient sends none); deflate beside gzip.
+            headers = head.headers
+            if headers.get("content-type") != "application/json" or "content-encoding" in headers:
+                extra = _OCTET if triton.HEADER in headers else _NO_TYPES
+                check_content_headers(head, also=extra, optional=True, codings=KSERVE_CODINGS)
+        return kserve_v2.from_path(head, m, parse_capabilities(head))
+    if kserve_v2.is_kserve_path(path):
+        endpoint = kserve_v2.server_endpoint(path)
+        _only(head, "GET")
+        return ServerCall(endpoint)
     if error_protocol(path) == "openai":  # /v1/models[/{id}]
         _only(head, "GET")
         model = unquote(path[len(openai.MODELS) + 1 :])
         return ServerCall("openai_model", model) if model else ServerCall("openai_models")
-    if kserve_v2.is_kserve_path(path):
-        m = kserve_v2.match(path)
-        if m is None:
-            endpoint = kserve_v2.server_endpoint(path)
-            _only(head, "GET")
-            return ServerCall(endpoint)
-        if m["op"] in kserve_v2.POST_OPERATIONS:
-            _only(head, "POST")
-        if kserve_v2.is_infer(m):
-            # No content-type: JSON, or the binary extension with its header (as Triton
-            # reads them, and tritonclient sends none); deflate beside gzip.
-            extra = _OCTET if triton.HEADER in head.headers else frozenset()
-            check_content_headers(head, also=extra, optional=True, codings=KSERVE_CODINGS)
-        return kserve_v2.from_path(head, m, parse_capabilities(head))
     return generic.from_headers(head, parse_capabilities(head))
 
 

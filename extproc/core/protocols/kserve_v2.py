@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from extproc.core.capabilities import Requirements
@@ -28,12 +27,18 @@ OPERATIONS = (
 the path; what is left before them (and before ``/versions/{v}``) is the model name."""
 POST_OPERATIONS = frozenset({"/infer", "/generate", "/generate_stream"})
 """Inference operations: POST only (405 otherwise)."""
-# /v2/models/{name}[/versions/{v}][{op}]; names may contain '/', '.', ':'.
-PATH = re.compile(
-    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?"
-    rf"(?P<op>{'|'.join(re.escape(op) for op in OPERATIONS)})?$"
-)
-_RESERVED_END = re.compile(rf"(?:/versions/[^/]+|{'|'.join(re.escape(op) for op in OPERATIONS)})$")
+MODELS_PREFIX = "/v2/models/"
+_VERSIONS = "/versions/"
+
+
+class KServePath(NamedTuple):
+    """``/v2/models/{name}[/versions/{version}][{op}]``, still percent-encoded."""
+
+    name: str
+    version: str | None
+    op: str | None
+
+
 SERVER_PATHS = {
     "/v2": "kserve_server_metadata",
     "/v2/health/live": "kserve_server_live",
@@ -79,19 +84,38 @@ def is_kserve_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
-def match(path: str) -> re.Match[str] | None:
-    return PATH.match(path)
+def match(path: str) -> KServePath | None:
+    """The model-level parts of ``path``, read from its end: a known operation suffix,
+    then a ``/versions/{v}`` segment before it; the rest is the model name (which may
+    contain ``/``). ``None`` for paths outside ``/v2/models/{name}``."""
+    if not path.startswith(MODELS_PREFIX):
+        return None
+    rest = path[len(MODELS_PREFIX) :]
+    op = None
+    for suffix in OPERATIONS:
+        if rest.endswith(suffix) and len(rest) > len(suffix):
+            op, rest = suffix, rest[: -len(suffix)]
+            break
+    version = None
+    at = rest.rfind(_VERSIONS)
+    if at > 0:
+        tail = rest[at + len(_VERSIONS) :]
+        if tail and "/" not in tail:
+            version, rest = tail, rest[:at]
+    return KServePath(rest, version, op) if rest else None
 
 
-def is_infer(m: re.Match[str]) -> bool:
-    return m["op"] == "/infer"
+def is_infer(m: KServePath) -> bool:
+    return m.op == "/infer"
 
 
 def reserved_suffix(name: str) -> str | None:
     """The suffix of ``name`` that a path would read as a version or an operation
     (``a/ready``, ``a/versions/2``), or ``None``: such names cannot be routed by path."""
-    m = _RESERVED_END.search(name)
-    return m[0] if m else None
+    m = match(MODELS_PREFIX + name)
+    if m is None or m.name == name:
+        return None
+    return name[len(m.name) :]
 
 
 def server_endpoint(path: str) -> str:
@@ -113,11 +137,11 @@ def server_endpoint(path: str) -> str:
     )
 
 
-def from_path(head: RequestHead, m: re.Match[str], capabilities: Requirements) -> InferenceRequest:
-    name = unquote(m["name"])
+def from_path(head: RequestHead, m: KServePath, capabilities: Requirements) -> InferenceRequest:
+    name = unquote(m.name)
     if not name:
         raise InvalidRequest("model name in the path is empty")
-    path_version = unquote(m["version"]) if m["version"] else None
+    path_version = unquote(m.version) if m.version else None
     header_version = head.headers.get("x-model-version") or None
     version = path_version or header_version
     source = "path" if path_version or not header_version else "path, header x-model-version"

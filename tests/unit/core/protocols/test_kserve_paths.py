@@ -35,7 +35,7 @@ def test_path_splits_name_version_and_operation(
 ) -> None:
     m = match(path)
     assert m is not None
-    assert (m["name"], m["version"], m["op"]) == (name, version, op)
+    assert tuple(m) == (name, version, op)
 
 
 @pytest.mark.parametrize(
