@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (``examples/``, ``envoy/``)."""
@@ -109,3 +111,50 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 300.0) -> by
             proc.kill()
             await proc.wait()
     return out or b""
+
+
+def read_error(path: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """An error response, checked against its path's protocol shape, as one dict.
+
+    ``type`` comes from ``x-model-router-error``, ``field`` from
+    ``x-model-router-error-field`` (percent-decoded; ``None`` when absent), ``message``
+    from the body: OpenAI paths carry the OpenAI error object (``param`` is the field,
+    or the header name, and ``code`` the type), KServe v2 paths ``{"error": "<message>"}``
+    and the rest the router's ``{"error": {"type", "message", "field"}}``. ``header``
+    is OpenAI's ``param`` when it names a header.
+    """
+    from extproc.core.protocols import error_protocol
+
+    hdrs = {k.lower(): v for k, v in headers.items()}
+    assert hdrs["content-type"].startswith("application/json"), hdrs
+    etype = hdrs["x-model-router-error"]
+    raw_field = hdrs.get("x-model-router-error-field")
+    field = unquote(raw_field) if raw_field is not None else None
+    doc = json.loads(body)
+    protocol = error_protocol(path.partition("?")[0])
+    header = None
+    if protocol == "openai":
+        err = doc["error"]
+        assert set(err) == {"message", "type", "param", "code"}, doc
+        assert err["code"] == etype, (doc, etype)
+        assert err["type"] in ("invalid_request_error", "rate_limit_error", "server_error"), doc
+        if field is not None:
+            assert err["param"] == field, (doc, field)
+        else:
+            header = err["param"]
+        message = err["message"]
+    elif protocol == "kserve_v2":
+        assert set(doc) == {"error"} and isinstance(doc["error"], str), doc
+        message = doc["error"]
+    else:
+        err = doc["error"]
+        assert set(err) == {"type", "message", "field"}, doc
+        assert (err["type"], err["field"]) == (etype, field), (doc, etype, field)
+        message = err["message"]
+    assert isinstance(message, str) and message, doc
+    return {"type": etype, "message": message, "field": field, "header": header}
+
+
+def http_error(resp: Any) -> dict[str, Any]:
+    """:func:`read_error` of an ``httpx.Response``."""
+    return read_error(resp.request.url.path, dict(resp.headers), resp.content)

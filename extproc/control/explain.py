@@ -114,6 +114,8 @@ def _explain(
         result["outcome"] = "reject"
         result["status"] = e.status
         result["error"] = {"type": e.type, "message": e.message, "field": e.field}
+        if e.header is not None:
+            result["error"]["header"] = e.header
         rule = getattr(e, "rule", None)
         if rule is not None:
             result["error"]["rule"] = rule

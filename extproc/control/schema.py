@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from extproc.control.net import is_ip, join_host_port
+from extproc.core.protocols import kserve_v2
 from extproc.core.protocols.json_body import DEFAULT_MAX_DEPTH
 from extproc.core.request import ProtocolName
 
@@ -501,6 +502,14 @@ class Config(_Strict):
                 problems.append(
                     f"{where}.version: {dep.version!r} is not one of model "
                     f"{dep.model!r} versions {list(model.versions)}"
+                )
+        for name, m in self.models.items():
+            suffix = kserve_v2.reserved_suffix(name) if m.protocol == "kserve_v2" else None
+            if suffix is not None:
+                problems.append(
+                    f"models.{name}: a KServe v2 model name cannot end in {suffix!r}: "
+                    f"/v2/models/{name}... would be read as model "
+                    f"{name[: -len(suffix)]!r} with that suffix"
                 )
         if problems:
             raise ValueError("\n".join(problems))

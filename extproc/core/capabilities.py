@@ -60,7 +60,8 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
         m = _ITEM.match(item)
         if m is None:
             raise InvalidRequest(
-                f"{source} item {item.strip()!r} is not key=value (or key>=number, ...)"
+                f"{source} item {item.strip()!r} is not key=value (or key>=number, ...)",
+                header=source or None,
             )
         key, op, value = m.groups()
         if op in _NUMERIC:
@@ -68,7 +69,7 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
                 float(value)
             except ValueError:
                 raise InvalidRequest(
-                    f"{source} item {item.strip()!r}: {op} needs a number"
+                    f"{source} item {item.strip()!r}: {op} needs a number", header=source or None
                 ) from None
         out.append(Requirement(key, op, value))
     return tuple(out)

@@ -1,6 +1,8 @@
 """The Envoy ext_proc wire format: every ProcessingResponse the router sends is built here.
 
-This is the one place that maps domain errors to Envoy ``ImmediateResponse``s and
+This is the one place that maps domain errors to Envoy ``ImmediateResponse``s (in
+the error shape of the request path's protocol, :mod:`extproc.core.error_shapes`),
+the router's own answers (server health and metadata, model lists) to 200s, and
 routing decisions to header mutations and endpoint-picker metadata. It also builds
 the ``ProcessingRequest`` messages Envoy would send for a request
 (:func:`processing_messages`), for ``explain`` and the tests.
@@ -19,7 +21,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
+from extproc.core.error_shapes import (
+    ERROR_FIELD_HEADER,
+    ERROR_HEADER,
+    encode_header_value,
+    error_document,
+)
 from extproc.core.errors import RouterError, Shed
+from extproc.core.request import ProtocolName
 from extproc.core.rewrite import Rewrite
 from extproc.core.scheduling.scheduler import Decision
 
@@ -43,7 +52,9 @@ BUDGET_RISK_HEADER = "x-model-router-budget-at-risk"
 """Set to ``1`` when no endpoint was predicted to meet the request's latency budget (the
 ``picked`` route copies it onto the response)."""
 FAIL_OPEN_HEADER = "x-model-router-fail-open"
-ERROR_HEADER = "x-model-router-error"
+ANSWER_DETAILS = "model_router_answer"
+"""``ImmediateResponse.details`` of the router's own 200 answers (Envoy's local reply
+mapping passes every ``model_router_*`` reply through untouched)."""
 
 ROUTING_HEADERS = (
     DESTINATION_HEADER,
@@ -77,30 +88,53 @@ def _set(key: str, value: str) -> core.HeaderValueOption:
     )
 
 
-def error_body(err: RouterError) -> bytes:
-    return orjson.dumps({"error": {"type": err.type, "message": err.message, "field": err.field}})
+def error_body(err: RouterError, protocol: ProtocolName = "generic") -> bytes:
+    """``err`` in the error shape of ``protocol`` (the request path's)."""
+    return orjson.dumps(
+        error_document(
+            protocol,
+            status=err.status,
+            type=err.type,
+            message=err.message,
+            field=err.field,
+            header=err.header,
+        )
+    )
 
 
-def _retry_after(err: RouterError) -> list[core.HeaderValueOption]:
-    if not isinstance(err, Shed) or err.retry_after_s is None:
-        return []
-    return [_set("retry-after", str(err.retry_after_s))]
+def error_headers(err: RouterError) -> list[tuple[str, str]]:
+    """The headers every error response carries: its type, its field when it has one,
+    and ``Retry-After`` when admission shed it."""
+    headers = [(ERROR_HEADER, err.type)]
+    if err.field is not None:
+        headers.append((ERROR_FIELD_HEADER, encode_header_value(err.field)))
+    if isinstance(err, Shed) and err.retry_after_s is not None:
+        headers.append(("retry-after", str(err.retry_after_s)))
+    return headers
 
 
-def immediate(err: RouterError) -> ep.ProcessingResponse:
-    """The client's answer for ``err``: its status and our JSON error shape."""
+def immediate(err: RouterError, protocol: ProtocolName = "generic") -> ep.ProcessingResponse:
+    """The client's answer for ``err``: its status, and its body in ``protocol``'s shape."""
+    headers = [_set("content-type", "application/json")]
+    headers += [_set(k, v) for k, v in error_headers(err)]
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=err.status),
-            headers=ep.HeaderMutation(
-                set_headers=[
-                    _set("content-type", "application/json"),
-                    _set(ERROR_HEADER, err.type),
-                    *_retry_after(err),
-                ]
-            ),
-            body=error_body(err),
+            headers=ep.HeaderMutation(set_headers=headers),
+            body=error_body(err, protocol),
             details=f"model_router_{err.type}",
+        )
+    )
+
+
+def answer(body: bytes) -> ep.ProcessingResponse:
+    """A 200 JSON answer the router gives itself (health, server metadata, model lists)."""
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=200),
+            headers=ep.HeaderMutation(set_headers=[_set("content-type", "application/json")]),
+            body=body,
+            details=ANSWER_DETAILS,
         )
     )
 

@@ -2,8 +2,10 @@
 
 Every error a client can cause is a :class:`RouterError` carrying its HTTP status,
 a stable machine-readable ``type``, a human message and, where the problem is about
-one JSON value, ``field`` as a JSON Pointer into the decoded body. ``envoy_wire.py``
-is the single place that turns them into Envoy ``ImmediateResponse`` messages.
+one JSON value, ``field`` as a JSON Pointer into the decoded body, or, where it is about
+one request header, ``header`` (its lower-case name). ``envoy_wire.py`` is the single
+place that turns them into Envoy ``ImmediateResponse`` messages, in the error shape of
+the request path's protocol (:mod:`extproc.core.error_shapes`).
 """
 
 from __future__ import annotations
@@ -98,9 +100,25 @@ class SpecViolation(RouterError):
         """Which spec rule was broken (``max_tokens``, ``json_schema``, ``tensor_shape``...)."""
 
 
+class UnsupportedEndpoint(RouterError):
+    """A path of a protocol the router knows but does not serve (KServe v2 repository,
+    shared memory, server-level logging and trace settings)."""
+
+    status = 404
+    type = "unsupported_endpoint"
+
+
 class NoHealthyDeployment(RouterError):
     status = 503
     type = "no_healthy_deployment"
+
+
+class RouterUnavailable(RouterError):
+    """Envoy's answer when the router did not answer (routes' catch-alls in fail-open mode;
+    Envoy's local replies say the same): never raised by the router itself."""
+
+    status = 503
+    type = "router_unavailable"
 
 
 class Shed(RouterError):

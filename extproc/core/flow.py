@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from extproc.core import envoy_wire
+from extproc.core import answers, envoy_wire
 from extproc.core.admission import PriorityClass
 from extproc.core.envoy_wire import ResponseCache
 from extproc.core.errors import (
@@ -27,7 +27,14 @@ from extproc.core.errors import (
     RouterError,
     Shed,
 )
-from extproc.core.protocols import NeedsBody, RequestHead, understand_body, understand_head
+from extproc.core.protocols import (
+    NeedsBody,
+    RequestHead,
+    ServerCall,
+    error_protocol,
+    understand_body,
+    understand_head,
+)
 from extproc.core.protocols.json_body import declared_length
 from extproc.core.request import InferenceRequest
 from extproc.core.rewrite import Rewrite, for_upstream
@@ -91,6 +98,8 @@ class Outcome:
     rewrite: Rewrite | None = None
     priority: str | None = None
     """The request's priority class, once read (admission)."""
+    answered: str | None = None
+    """The server endpoint the router answered itself (``kserve_server_ready``...)."""
 
     @property
     def status(self) -> int:
@@ -187,7 +196,17 @@ class RequestFlow:
     def _fail(self, err: RouterError) -> ep.ProcessingResponse:
         self.phase = Phase.DONE
         self.outcome.error = err
-        return envoy_wire.immediate(err)
+        protocol = error_protocol(self._head.path_only) if self._head is not None else "generic"
+        return envoy_wire.immediate(err, protocol)
+
+    def _answer(self, call: ServerCall) -> ep.ProcessingResponse:
+        """A server endpoint the router answers itself, from the current snapshot."""
+        body = answers.answer(call, self._state.snapshot)
+        self.outcome.answered = call.endpoint
+        if call.model is not None:
+            self.outcome.registered = call.model
+        self.phase = Phase.DONE
+        return envoy_wire.answer(body)
 
     def _snapshot(self) -> Snapshot:
         snapshot = self._state.snapshot
@@ -225,12 +244,14 @@ class RequestFlow:
         headers = msg.request_headers
         head = self._head = parse_head(headers)
         self._subset = subset_hint(msg)
+        understood = understand_head(head)
+        if isinstance(understood, ServerCall):
+            return self._answer(understood)
         adm = self._state.scheduler.admission
-        if adm is not None:  # 400 for a bad priority or budget header, before anything
+        if adm is not None:  # 400 for a bad priority or budget header, before the body
             self._priority = adm.classify(head)
             self.outcome.priority = self._priority.name
             self._budget = adm.header_budget(head)
-        understood = understand_head(head)
         if isinstance(understood, InferenceRequest):
             if not self._reads_body(understood):
                 final = self._apply_rules(understood)

@@ -1,6 +1,6 @@
 """What changes on the way upstream when a content rule picked another model.
 
-OpenAI: the body's ``model`` (and ``content-length``; a gzip body is sent inflated).
+OpenAI: the body's ``model`` (and ``content-length``; a compressed body is sent inflated).
 KServe v2: the path's model and version. Generic: ``x-model`` / ``x-model-version``.
 """
 
@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import orjson
 
-from extproc.core.protocols.json_body import is_gzip
+from extproc.core.protocols.json_body import is_compressed
 from extproc.core.request import InferenceRequest
 
 
@@ -37,7 +37,7 @@ def for_upstream(original: InferenceRequest, final: InferenceRequest) -> Rewrite
             headers.append(("content-length", str(len(body))))
         if version is not None:
             headers.append(("x-model-version", version))
-        remove = ("content-encoding",) if body is not None and is_gzip(final.head) else ()
+        remove = ("content-encoding",) if body is not None and is_compressed(final.head) else ()
         return Rewrite(tuple(headers), remove, body)
     if final.protocol == "kserve_v2":
         _, sep, query = head.path.partition("?")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from extproc.dev.lifecycle import StartStop
 from extproc.ops.procs import PORTS, ManagedProcess, wait_http_ok
 
 VERSION = "0.10.2"
@@ -33,8 +35,10 @@ def inference_sim_binary() -> Path | None:
     return cached if os.access(cached, os.X_OK) else None
 
 
-class InferenceSim:
-    """One simulator serving ``model`` on a free loopback-reachable port."""
+class InferenceSim(StartStop):
+    """One simulator serving ``model`` (and the ``served`` names, if given) on a free
+    loopback-reachable port; ``mode`` ``echo`` makes answers repeat the prompt
+    (deterministic), the default ``random`` makes up text."""
 
     def __init__(
         self,
@@ -50,6 +54,9 @@ class InferenceSim:
         fake_metrics: dict[str, Any] | None = None,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        served: Sequence[str] = (),
+        mode: str | None = None,
+        seed: int | None = None,
     ) -> None:
         self.binary = binary
         self.model = model
@@ -62,6 +69,12 @@ class InferenceSim:
             "--time-factor-under-load", str(time_factor_under_load),
             "--enable-request-id-headers",
         ]  # fmt: skip
+        if served:
+            argv += ["--served-model-name", *served]
+        if mode is not None:
+            argv += ["--mode", mode]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
         if fake_metrics is not None:
             argv += ["--fake-metrics", json.dumps(fake_metrics)]
         argv += extra or []

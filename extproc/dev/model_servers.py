@@ -15,11 +15,12 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from extproc.dev.lifecycle import StartStop
 
 __all__ = ["ModelServer", "ModelServerSpec", "ReceivedRequest", "run_servers", "serve_forever"]
 
@@ -66,7 +67,7 @@ def _split(text: str, n: int) -> list[str]:
     return (parts + [""] * n)[: max(1, n)]
 
 
-class ModelServer:
+class ModelServer(StartStop):
     """One aiohttp server. ``start()`` binds, ``stop()`` releases; also an async context manager."""
 
     def __init__(self, spec: ModelServerSpec) -> None:
@@ -96,18 +97,6 @@ class ModelServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- accessors -----------------------------------------------------------------------
     @property
@@ -163,12 +152,17 @@ class ModelServer:
         else:
             r.add_get("/v2/health/ready", self._health)
             r.add_get("/v2/health/live", self._health)
-            r.add_get("/v2/models/{name}", self._v2_metadata)
-            r.add_get("/v2/models/{name}/versions/{version}", self._v2_metadata)
-            r.add_get("/v2/models/{name}/ready", self._v2_ready)
-            r.add_get("/v2/models/{name}/versions/{version}/ready", self._v2_ready)
-            r.add_post("/v2/models/{name}/infer", self._v2_infer)
-            r.add_post("/v2/models/{name}/versions/{version}/infer", self._v2_infer)
+            # Model names may contain '/': versioned paths first (routes match in order).
+            for suffix, method, handler in (
+                ("/ready", "GET", self._v2_ready),
+                ("/config", "GET", self._v2_config),
+                ("/stats", "GET", self._v2_stats),
+                ("/infer", "POST", self._v2_infer),
+                ("", "GET", self._v2_metadata),
+            ):
+                r.add_route(method, "/v2/models/{name:.+}/versions/{version:[^/]+}" + suffix,
+                            handler)  # fmt: skip
+                r.add_route(method, "/v2/models/{name:.+}" + suffix, handler)
             r.add_post("/{tail:.*}", self._generic)  # generic JSON APIs (x-model)
         return app
 
@@ -336,6 +330,29 @@ class ModelServer:
             return err
         ready = {"name": self.spec.model, "ready": self._healthy}
         return _json(ready, status=200 if self._healthy else 503)
+
+    async def _v2_config(self, request: web.Request) -> web.Response:
+        """Triton's model configuration extension (``GET .../config``), in its JSON form."""
+        if (err := self._v2_mismatch(request)) is not None:
+            return err
+        meta = dict(self.spec.metadata or {})
+        tensors = [
+            {"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": t["shape"]}
+            for t in meta.get("inputs", _DEFAULT_INPUTS)
+        ]
+        return _json(
+            {"name": self.spec.model, "platform": "devserver", "max_batch_size": 0,
+             "input": tensors, "version_policy": {"specific": {"versions": [self.spec.version]}}}
+        )  # fmt: skip
+
+    async def _v2_stats(self, request: web.Request) -> web.Response:
+        """Triton's statistics extension (``GET .../stats``): requests served so far."""
+        if (err := self._v2_mismatch(request)) is not None:
+            return err
+        served = {"count": self.count, "ns": 0}
+        stats = {"name": self.spec.model, "version": self.spec.version,
+                 "inference_count": self.count, "inference_stats": {"success": served}}  # fmt: skip
+        return _json({"model_stats": [stats]})
 
     async def _v2_infer(self, request: web.Request) -> web.Response:
         if (err := self._v2_mismatch(request)) is not None:

@@ -15,6 +15,7 @@ from string import Template
 from extproc.control.schema import Config, FailureMode
 from extproc.control.xds.routes import ROUTE_CONFIG_NAME
 from extproc.core.envoy_wire import ROUTING_HEADERS, WORKER_HEADER
+from extproc.ops.local_replies import render_mappers
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,4 +147,5 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         ROUTER_ACCESS_LOG_CLUSTERS="".join(
             _access_log_cluster(i, e) for i, (_, e) in enumerate(decided)
         ),
+        LOCAL_REPLY_MAPPERS=render_mappers(limit),
     )

@@ -41,7 +41,7 @@ class Metrics:
         ns = "model_router"
         self.requests = Counter(
             f"{ns}_requests",
-            "Requests handled, by model and outcome (routed, rejected, failed).",
+            "Requests handled, by model and outcome (routed, answered, rejected, failed).",
             ["model", "outcome"],
             registry=registry,
         )
@@ -179,7 +179,10 @@ class Metrics:
         body_transfer_s: float | None,
     ) -> None:
         err = outcome.error
-        if err is None:
+        if outcome.answered is not None:
+            model = outcome.model or NO_MODEL
+            result = "answered"
+        elif err is None:
             model = outcome.model or NO_MODEL
             result = "routed"
             decision = outcome.decision

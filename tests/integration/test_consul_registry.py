@@ -18,7 +18,7 @@ from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from extproc.ops.explain import explain_live
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory, running
-from tests.support import eventually, finish
+from tests.support import eventually, finish, http_error
 
 pytestmark = pytest.mark.integration
 
@@ -194,7 +194,7 @@ async def test_deregister_and_maintenance_exclude_instances(
     async def no_healthy_deployment() -> bool:
         r = await chat(client, consul_stack, x_model_version="1")
         assert r.status_code == 503, (r.status_code, r.text)
-        assert r.json()["error"]["type"] == "no_healthy_deployment", r.text
+        assert http_error(r)["type"] == "no_healthy_deployment", r.text
         return True
 
     await eventually(no_healthy_deployment, timeout=PROPAGATION_S)
@@ -234,7 +234,7 @@ async def test_capabilities_select_deployments(
             assert r.status_code == 200 and r.headers["x-served-by"] == want, caps
     r = await client.post(url, json=body, headers={"x-model-capabilities": "domain=legal"})
     assert r.status_code == 503
-    err = r.json()["error"]
+    err = http_error(r)
     assert err["type"] == "no_healthy_deployment" and "domain=legal" in err["message"]
 
 
@@ -419,7 +419,7 @@ async def test_spec_referenced_from_service_metadata(
     assert ok.status_code == 200 and ok.headers["x-served-by"] == "cs-v1-a"
     bad = await client.post(url, json={"model": "chatty", "messages": msg, "max_tokens": 99999})
     assert bad.status_code == 422, bad.text
-    assert bad.json()["error"]["field"] == "/max_tokens"
+    assert http_error(bad)["field"] == "/max_tokens"
 
 
 async def test_demo_with_consul_registry() -> None:

@@ -19,6 +19,7 @@ import pytest
 from extproc.dev.model_servers import ModelServer
 from extproc.ops.stack import Stack
 from tests.corpus import Case, load_cases
+from tests.support import http_error
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ async def test_every_corpus_case_through_envoy(
         else:
             assert r.status_code == expect["status"], (case.id, r.status_code, r.text)
             assert r.headers["content-type"].startswith("application/json"), case.id
-            err = r.json()["error"]
+            err = http_error(r)
             assert err["field"] == expect["field"], (case.id, err)
             assert "x-served-by" not in r.headers, case.id
 
@@ -138,7 +139,7 @@ async def test_hostile_batch_leaves_router_healthy(
         r = await client.post(corpus_stack.url + path, headers=headers, content=body)
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         assert 400 <= r.status_code < 500, (path, headers, body[:100], r.status_code, r.text)
-        err = r.json()["error"]
+        err = http_error(r)
         assert err["type"] and err["message"]
 
     for _ in range(10):

@@ -12,6 +12,7 @@ import pytest
 from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory, running
+from tests.support import http_error
 
 pytestmark = pytest.mark.integration
 
@@ -122,12 +123,12 @@ async def test_native_errors_keep_the_router_contract(
     r = await client.post(url + "/v2/models/kmodel/versions/9/infer", json=TENSOR)
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
     assert r.headers["x-model-router-error"] == "version_not_found"
-    assert r.json()["error"]["type"] == "version_not_found"
+    assert http_error(r)["type"] == "version_not_found"
     r = await client.post(url + "/score", json={}, headers={"x-model": "gmodel",
                                                             "x-model-version": "7"})  # fmt: skip
-    assert r.status_code == 404 and r.json()["error"]["type"] == "version_not_found"
+    assert r.status_code == 404 and http_error(r)["type"] == "version_not_found"
     r = await client.post(url + "/score", json={}, headers={"x-model": "parked"})
-    assert r.status_code == 503 and r.json()["error"]["type"] == "no_healthy_deployment"
+    assert r.status_code == 503 and http_error(r)["type"] == "no_healthy_deployment"
     big = json.dumps({"inputs": [], "pad": "x" * 70000})
     r = await client.post(url + "/v2/models/kmodel/infer", content=big, headers=JSON)
     assert r.status_code == 413 and r.headers["content-type"] == "application/json"
@@ -144,15 +145,15 @@ async def test_what_envoy_cannot_decide_goes_to_the_router(
         json=TENSOR,
         headers={"x-model-capabilities": "accelerator=gpu"},
     )  # capabilities: only the router matches them (none here)
-    assert r.status_code == 503 and r.json()["error"]["type"] == "no_healthy_deployment"
+    assert r.status_code == 503 and http_error(r)["type"] == "no_healthy_deployment"
     r = await client.post(
         url + "/v2/models/kmodel/infer", content=b"{}", headers={"content-type": "text/plain"}
     )
-    assert r.status_code == 415 and r.json()["error"]["type"] == "unsupported_media_type"
+    assert r.status_code == 415 and http_error(r)["type"] == "unsupported_media_type"
     r = await client.post(url + "/score", json={}, headers={"x-model": "nope"})
-    assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found"
+    assert r.status_code == 404 and http_error(r)["type"] == "model_not_found"
     r = await client.post(url + "/v1/chat/completions", content=b"{not json", headers=JSON)
-    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_body"
+    assert r.status_code == 400 and http_error(r)["type"] == "invalid_body"
     assert await router_requests(client, stack) == before + 4
 
 

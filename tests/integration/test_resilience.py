@@ -16,7 +16,7 @@ from extproc.dev.model_servers import ModelServer
 from extproc.ops.procs import grpc_health
 from extproc.ops.stack import Stack
 from tests.integration.conftest import RESNET, StackFactory, routes_for
-from tests.support import eventually
+from tests.support import eventually, http_error
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,18 @@ async def test_fail_closed_router_down_gives_json_503(
     assert (await client.post(stack.url + "/v1/chat/completions", json=CHAT)).status_code == 200
     await _kill_router(stack)
     before = sum(s.count for s in model_servers.values())
-    for path, body in (("/v1/chat/completions", CHAT), ("/v2/models/resnet50/infer", {})):
-        r = await client.post(stack.url + path, json=body)
+    # Envoy's own 503 (local reply mapping) in each path's protocol shape.
+    for path, body, headers in (
+        ("/v1/chat/completions", CHAT, {}),
+        ("/v1/models", None, {}),
+        ("/v2/models/resnet50/infer", {}, {}),
+        ("/v2/health/ready", None, {}),
+        ("/score", {}, {"x-model": "fraud-xgb"}),
+    ):
+        method = "GET" if body is None else "POST"
+        r = await client.request(method, stack.url + path, json=body, headers=headers)
         assert r.status_code == 503, r.text
-        assert r.json()["error"]["type"] == "router_unavailable"
+        assert http_error(r)["type"] == "router_unavailable"
     # A client-chosen endpoint is not honoured either.
     r = await client.post(
         stack.url + "/v2/models/resnet50/infer",
@@ -116,8 +124,15 @@ async def test_fail_open_unknown_model_is_a_json_503(
         headers={"x-gateway-destination-endpoint": evil},
     )
     assert r.status_code == 200 and r.headers["x-served-model"] == "resnet50"
-    r = await client.post(stack.url + "/v2/models/nope/infer", json={})
-    assert r.status_code == 503 and r.json()["error"]["type"] == "router_unavailable"
+    # The routes' catch-alls, in each path's protocol shape.
+    for method, path, headers in (
+        ("POST", "/v2/models/nope/infer", {}),
+        ("GET", "/v2/health/live", {}),
+        ("POST", "/v1/responses", {}),
+        ("POST", "/anything", {"x-model": "nope"}),
+    ):
+        r = await client.request(method, stack.url + path, json={}, headers=headers)
+        assert r.status_code == 503 and http_error(r)["type"] == "router_unavailable", r.text
 
 
 async def _load(

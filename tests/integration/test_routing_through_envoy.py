@@ -12,6 +12,7 @@ from extproc.dev.model_servers import ModelServer
 from extproc.ops.stack import Stack
 from tests.corpus import load_cases
 from tests.integration.conftest import FRAUD, RESNET, StackFactory, routes_for
+from tests.support import http_error
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +30,11 @@ def served(resp: httpx.Response) -> tuple[str, str, str]:
 
 def assert_error(resp: httpx.Response, status: int, etype: str | None = None) -> dict[str, object]:
     assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    err = resp.json()["error"]
-    assert set(err) == {"type", "message", "field"}
+    err = http_error(resp)  # in the path's protocol shape, type and field from the headers
     if etype is not None:
         assert err["type"] == etype
     assert "x-served-by" not in resp.headers  # never reached a model server
-    return dict(err)
+    return err
 
 
 async def test_corpus_routable_cases_land_on_the_right_server(
@@ -148,6 +147,11 @@ async def test_error_cases_return_documented_status_and_json(
     big = b'{"model": "chat-small", "pad": "' + b"x" * (1024 * 1024) + b'"}'
     r = await client.post(url + "/v1/chat/completions", content=big, headers=json_h)
     assert_error(r, 413)
+    # Envoy's own 413 (buffer filter) in each path's protocol shape, with the type header.
+    for path, headers in (("/v2/models/resnet50/infer", json_h),
+                          ("/api/summarize", {**json_h, "x-model": "fraud-xgb"})):  # fmt: skip
+        r = await client.post(url + path, content=big, headers=headers)
+        assert_error(r, 413, "payload_too_large")
 
     async def chunked() -> object:
         for _ in range(20):

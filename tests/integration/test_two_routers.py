@@ -16,7 +16,7 @@ from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory, running
 from tests.integration.test_xds import CHAT, TENSOR, clusters
-from tests.support import eventually
+from tests.support import eventually, http_error
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ async def test_one_router_killed_under_load(
             if r.status_code == 200:
                 out["200"] += 1
             else:
-                out[f"{r.status_code}:{r.json()['error']['type']}"] += 1
+                out[f"{r.status_code}:{http_error(r)['type']}"] += 1
 
     loops = [
         asyncio.create_task(load(s, "/v2/models/kmodel/infer", TENSOR, native))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.compile.scheduling import envoy_blocker
-from extproc.core.protocols import kserve_v2, openai
+from extproc.core.protocols import error_protocol, kserve_v2, openai
 from extproc.core.snapshot import Snapshot
 
 
@@ -99,10 +99,17 @@ def request_path(
     routes in :mod:`.routes` decide it (``model-router explain``). Independent of what
     the router would answer: a native route skips the router's checks."""
     path_only = path.partition("?")[0]
+    server_endpoint = (  # /v1/models, /v2, /v2/health/...
+        path_only not in openai.PATHS
+        and error_protocol(path_only) != "generic"
+        and kserve_v2.match(path_only) is None
+    )
+    if server_endpoint:
+        return "ext_proc", "a server endpoint: the router answers it (or refuses it)"
     if path_only in openai.PATHS:
         how, model = "body model", _body_model(headers, body)
     elif (m := kserve_v2.match(path_only)) is not None:
-        how, model = "KServe path", m["name"]
+        how, model = "KServe path", m.name
     else:
         how, model = "x-model", headers.get("x-model")
     if model is None or model not in snapshot.models:
@@ -146,7 +153,7 @@ def _body_model(headers: Mapping[str, str], body: bytes | None) -> str | None:
         return None
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
         return None
     model = doc.get("model") if isinstance(doc, dict) else None
     return (

@@ -10,13 +10,16 @@ In order (first match wins):
    routes (ext_proc on): the initial route of every request the router handles, used
    as such only when the router did not answer and ``failure_mode`` is open, so the
    request still reaches its own model (marked ``x-model-router-fail-open: 1``).
-   Then a catch-all for other KServe paths (the router answers 404 for them).
+   Then a catch-all for every other ``/v2`` path (server health and metadata, which
+   the router answers; unknown models, which it answers 404).
 3. OpenAI paths, per model, by the body's ``model`` (``json_to_metadata``, which only
-   runs on OpenAI paths); then their catch-all.
+   runs on OpenAI paths); then their catch-all (``GET /v1/models`` is answered there).
 4. ``x-model``, per model; then the catch-all.
 
-The catch-alls are JSON 503 direct responses that ext_proc runs in front of: the router
-either answers (routing re-matches ``picked``, or an error) or is unavailable.
+The catch-alls are 503 direct responses that ext_proc runs in front of: the router
+either answers (routing re-matches ``picked``, an answer of its own, or an error) or is
+unavailable. Every error body takes the shape of the path's protocol
+(:mod:`extproc.core.error_shapes`).
 """
 
 from __future__ import annotations
@@ -37,20 +40,26 @@ from extproc.core.envoy_wire import (
     CLUSTER_HEADER,
     DEPLOYMENT_HEADER,
     ENDPOINT_HEADER,
-    ERROR_HEADER,
     FAIL_OPEN_HEADER,
     MODEL_HEADER,
     VERSION_HEADER,
     cluster_name,
     error_body,
+    error_headers,
 )
-from extproc.core.errors import NoHealthyDeployment, RouterError, VersionNotFound
+from extproc.core.errors import (
+    NoHealthyDeployment,
+    RouterError,
+    RouterUnavailable,
+    VersionNotFound,
+)
+from extproc.core.protocols.openai import PATHS_REGEX as OPENAI_PATHS_REGEX
+from extproc.core.request import ProtocolName
 from extproc.core.snapshot import Deployment, ModelEntry, Snapshot
 
 ROUTE_CONFIG_NAME = "model_router"
 J2M_FILTER = "envoy.filters.http.json_to_metadata"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
-OPENAI_PATHS_REGEX = "^/v1/(chat/completions|completions|embeddings)$"
 
 _EXT_PROC_OFF = {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
@@ -151,13 +160,14 @@ class RouteBuilder:
         plan: ModelPlan,
         *,
         native: bool,
+        protocol: ProtocolName,
         j2m: bool = False,
     ) -> dict[str, Any]:
         """A route to ``deps``: native (ext_proc off) or fail-open (ext_proc on, marked)."""
         action = self._forward(deps, plan.weighted)
         if action is None:
             err = NoHealthyDeployment(f"no routable deployment for model {plan.model!r}")
-            return self._error(name, match, err, native=native, j2m=j2m)
+            return self._error(name, match, err, native=native, protocol=protocol, j2m=j2m)
         per_filter: dict[str, Any] = {} if j2m else {J2M_FILTER: _FILTER_OFF}
         route: dict[str, Any] = {"name": name, "match": match, "route": action}
         headers = list(self.served_headers)
@@ -171,8 +181,17 @@ class RouteBuilder:
         return route
 
     def _error(
-        self, name: str, match: dict[str, Any], err: RouterError, *, native: bool, j2m: bool
+        self,
+        name: str,
+        match: dict[str, Any],
+        err: RouterError,
+        *,
+        native: bool,
+        protocol: ProtocolName,
+        j2m: bool,
     ) -> dict[str, Any]:
+        """A direct response with ``err`` in ``protocol``'s error shape (ext_proc off when
+        ``native``: Envoy answers it alone)."""
         per_filter: dict[str, Any] = {} if j2m else {J2M_FILTER: _FILTER_OFF}
         if native:
             per_filter[EXT_PROC_FILTER] = _EXT_PROC_OFF
@@ -181,25 +200,19 @@ class RouteBuilder:
             "match": match,
             "direct_response": {
                 "status": err.status,
-                "body": {"inline_string": error_body(err).decode()},
+                "body": {"inline_string": error_body(err, protocol).decode()},
             },
-            "response_headers_to_add": self._headers([(ERROR_HEADER, err.type)]),
+            "response_headers_to_add": self._headers(error_headers(err)),
             "typed_per_filter_config": per_filter,
         }
 
-    def _catch_all(self, name: str, match: dict[str, Any], *, j2m: bool) -> dict[str, Any]:
-        body = (
-            '{"error": {"type": "router_unavailable", "message": "model router unavailable '
-            'and no fallback route matches", "field": null}}'
-        )
-        route: dict[str, Any] = {
-            "name": name,
-            "match": match,
-            "direct_response": {"status": 503, "body": {"inline_string": body}},
-        }
-        if not j2m:
-            route["typed_per_filter_config"] = {J2M_FILTER: _FILTER_OFF}
-        return route
+    def _catch_all(
+        self, name: str, match: dict[str, Any], *, protocol: ProtocolName, j2m: bool
+    ) -> dict[str, Any]:
+        """ext_proc runs in front of it; its 503 is what is left when the router did not
+        answer (fail-open, router down) and no model route matched."""
+        err = RouterUnavailable("model router unavailable and no fallback route matches")
+        return self._error(name, match, err, native=False, protocol=protocol, j2m=j2m)
 
     # -- per identification ------------------------------------------------------------
 
@@ -211,16 +224,18 @@ class RouteBuilder:
         base: dict[str, Any],
         *,
         native: bool,
+        protocol: ProtocolName,
         j2m: bool = False,
     ) -> list[dict[str, Any]]:
         """``x-model-version: V`` -> V's deployments; another version -> 404 (native only);
         none -> all deployments."""
         out = []
         guards = list(base.get("headers", []))
+        kw: dict[str, Any] = {"native": native, "protocol": protocol, "j2m": j2m}
         for v in model.versions:
             deps = [d for d in model.deployments if d.version == v]
             match = {**base, "headers": [*guards, _version_is(v)]}
-            out.append(self._route(f"{prefix}@{v}", match, deps, plan, native=native, j2m=j2m))
+            out.append(self._route(f"{prefix}@{v}", match, deps, plan, **kw))
         if native:
             match = {
                 **base,
@@ -230,8 +245,8 @@ class RouteBuilder:
                 f"model {model.name!r} has no such version "
                 f"(registered: {', '.join(model.versions)})"
             )
-            out.append(self._error(f"{prefix}@unknown", match, err, native=True, j2m=j2m))
-        out.append(self._route(prefix, base, model.deployments, plan, native=native, j2m=j2m))
+            out.append(self._error(f"{prefix}@unknown", match, err, **kw))
+        out.append(self._route(prefix, base, model.deployments, plan, **kw))
         return out
 
     def kserve(self, model: ModelEntry, plan: ModelPlan) -> list[dict[str, Any]]:
@@ -243,8 +258,11 @@ class RouteBuilder:
                 deps = [d for d in model.deployments if d.version == v]
                 match = {"path": f"/v2/models/{m}/versions/{v}/infer", **infer}
                 out.append(
-                    self._route(f"native/kserve/{m}/versions/{v}", match, deps, plan, native=True)
-                )
+                    self._route(
+                        f"native/kserve/{m}/versions/{v}", match, deps, plan, native=True,
+                        protocol="kserve_v2",
+                    )
+                )  # fmt: skip
             pattern = f"^/v2/models/{_re2(m)}/versions/[^/]+/infer$"
             err = VersionNotFound(
                 f"model {m!r} has no such version (registered: {', '.join(model.versions)})"
@@ -252,19 +270,27 @@ class RouteBuilder:
             match = {"safe_regex": {"regex": pattern}, **infer}
             out.append(
                 self._error(
-                    f"native/kserve/{m}/versions/unknown", match, err, native=True, j2m=False
+                    f"native/kserve/{m}/versions/unknown", match, err, native=True,
+                    protocol="kserve_v2", j2m=False,
                 )
-            )
+            )  # fmt: skip
             base = {"path": f"/v2/models/{m}/infer", **infer}
-            out += self._versions(f"native/kserve/{m}", model, plan, base, native=True)
+            out += self._versions(
+                f"native/kserve/{m}", model, plan, base, native=True, protocol="kserve_v2"
+            )
         for v in model.versions:
             deps = [d for d in model.deployments if d.version == v]
             match = {"path_separated_prefix": f"/v2/models/{m}/versions/{v}"}
             out.append(
-                self._route(f"fail-open/kserve/{m}/versions/{v}", match, deps, plan, native=False)
-            )
+                self._route(
+                    f"fail-open/kserve/{m}/versions/{v}", match, deps, plan, native=False,
+                    protocol="kserve_v2",
+                )
+            )  # fmt: skip
         base = {"path_separated_prefix": f"/v2/models/{m}"}
-        return out + self._versions(f"fail-open/kserve/{m}", model, plan, base, native=False)
+        return out + self._versions(
+            f"fail-open/kserve/{m}", model, plan, base, native=False, protocol="kserve_v2"
+        )
 
     def openai(self, model: ModelEntry, plan: ModelPlan) -> list[dict[str, Any]]:
         by_model = {
@@ -276,19 +302,25 @@ class RouteBuilder:
         name = f"openai/{model.name}"
         if plan.native_openai:
             base = {"prefix": "/v1/", "dynamic_metadata": [by_model], "headers": _BODY_GUARDS}
-            out += self._versions(f"native/{name}", model, plan, base, native=True, j2m=True)
+            out += self._versions(
+                f"native/{name}", model, plan, base, native=True, protocol="openai", j2m=True
+            )
         base = {"prefix": "/v1/", "dynamic_metadata": [by_model]}
-        return out + self._versions(f"fail-open/{name}", model, plan, base, native=False, j2m=True)
+        return out + self._versions(
+            f"fail-open/{name}", model, plan, base, native=False, protocol="openai", j2m=True
+        )
 
     def x_model(self, model: ModelEntry, plan: ModelPlan) -> list[dict[str, Any]]:
         header = {"name": "x-model", "string_match": {"exact": model.name}}
         out = []
         if plan.native:
             base = {"prefix": "/", "headers": [header, _CAPS_ABSENT]}
-            out += self._versions(f"native/x-model/{model.name}", model, plan, base, native=True)
+            out += self._versions(
+                f"native/x-model/{model.name}", model, plan, base, native=True, protocol="generic"
+            )
         base = {"prefix": "/", "headers": [header]}
         return out + self._versions(f"fail-open/x-model/{model.name}", model, plan, base,
-                                    native=False)  # fmt: skip
+                                    native=False, protocol="generic")  # fmt: skip
 
     # -- the table -----------------------------------------------------------------------
 
@@ -317,14 +349,17 @@ class RouteBuilder:
         routes: list[dict[str, Any]] = [picked]
         for m in models:
             routes += self.kserve(m, self.plans[m.name])
-        routes.append(self._catch_all("kserve-unknown", {"prefix": "/v2/models/"}, j2m=False))
+        kserve_paths = {"path_separated_prefix": "/v2"}
+        routes.append(
+            self._catch_all("kserve-unknown", kserve_paths, protocol="kserve_v2", j2m=False)
+        )
         for m in models:
             routes += self.openai(m, self.plans[m.name])
         openai_paths = {"safe_regex": {"regex": OPENAI_PATHS_REGEX}}
-        routes.append(self._catch_all("openai-unknown", openai_paths, j2m=True))
+        routes.append(self._catch_all("openai-unknown", openai_paths, protocol="openai", j2m=True))
         for m in models:
             routes += self.x_model(m, self.plans[m.name])
-        routes.append(self._catch_all("no-route", {"prefix": "/"}, j2m=False))
+        routes.append(self._catch_all("no-route", {"prefix": "/"}, protocol="generic", j2m=False))
         vhost = {
             "name": "all",
             "domains": ["*"],

@@ -12,7 +12,8 @@ def from_headers(head: RequestHead, capabilities: Requirements) -> InferenceRequ
     if not model:
         raise InvalidRequest(
             f"path {head.path_only!r} is not an OpenAI or KServe v2 path; "
-            "name the model in the x-model header"
+            "name the model in the x-model header",
+            header="x-model",
         )
     version = head.headers.get("x-model-version") or None
     return InferenceRequest(

@@ -1,7 +1,8 @@
 """Turning a request body into one JSON object, with bounded work.
 
 Checks run in the documented order: media type (415), size (413), then
-decoding (400). gzip is inflated with a hard bound on the inflated size.
+decoding (400). gzip (and, on KServe v2 paths, deflate) is inflated with a hard
+bound on the inflated size.
 
 Decoding is strict (RFC 8259 plus the corpus rules): empty bodies, a leading
 BOM, invalid UTF-8 (lone surrogates included), truncated or trailing data,
@@ -50,22 +51,44 @@ def media_type(head: RequestHead) -> tuple[str, dict[str, str]]:
     return main.strip().lower(), params
 
 
-def check_content_headers(head: RequestHead, *, also: frozenset[str] = frozenset()) -> None:
-    """415 unless the body is JSON (or one of ``also``), UTF-8, identity or gzip coded."""
+CODINGS = ("identity", "gzip")
+"""Content codings accepted on request bodies (and ``deflate`` too on KServe v2 paths)."""
+KSERVE_CODINGS = ("identity", "gzip", "deflate")
+
+
+def check_content_headers(
+    head: RequestHead,
+    *,
+    also: frozenset[str] = frozenset(),
+    optional: bool = False,
+    codings: tuple[str, ...] = CODINGS,
+) -> None:
+    """415 unless the body is JSON (or one of ``also``), UTF-8, and coded with one of
+    ``codings``. ``optional``: a missing ``content-type`` is fine (read as JSON)."""
     headers = head.headers
     if headers.get("content-type") == "application/json" and "content-encoding" not in headers:
         return  # the common case, without parsing
     mtype, params = media_type(head)
     if not mtype:
-        raise UnsupportedMediaType("content-type header is required (application/json)")
-    if mtype not in _JSON_TYPES and mtype not in also:
-        raise UnsupportedMediaType(f"content-type {mtype!r} is not supported; use application/json")
+        if not optional:
+            raise UnsupportedMediaType(
+                "content-type header is required (application/json)", header="content-type"
+            )
+    elif mtype not in _JSON_TYPES and mtype not in also:
+        raise UnsupportedMediaType(
+            f"content-type {mtype!r} is not supported; use application/json", header="content-type"
+        )
     charset = params.get("charset")
     if charset is not None and charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"charset {charset!r} is not supported; use utf-8")
-    coding = head.headers.get("content-encoding", "identity").strip().lower()
-    if coding not in ("identity", "gzip", ""):
-        raise UnsupportedMediaType(f"content-encoding {coding!r} is not supported (identity, gzip)")
+        raise UnsupportedMediaType(
+            f"charset {charset!r} is not supported; use utf-8", header="content-type"
+        )
+    coding = content_coding(head)
+    if coding not in codings:
+        raise UnsupportedMediaType(
+            f"content-encoding {coding!r} is not supported ({', '.join(codings)})",
+            header="content-encoding",
+        )
 
 
 def declared_length(head: RequestHead) -> int | None:
@@ -75,29 +98,48 @@ def declared_length(head: RequestHead) -> int | None:
     return int(raw)
 
 
-def is_gzip(head: RequestHead) -> bool:
-    return head.headers.get("content-encoding", "").strip().lower() == "gzip"
+def content_coding(head: RequestHead) -> str:
+    """The body's content coding, lower-cased (``identity`` when none is named)."""
+    return head.headers.get("content-encoding", "").strip().lower() or "identity"
 
 
-def inflate(raw: bytes, limit: int) -> bytes:
-    """gunzip ``raw``, refusing to produce more than ``limit`` bytes."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def is_compressed(head: RequestHead) -> bool:
+    return content_coding(head) != "identity"
+
+
+def _zlib_header(raw: bytes) -> bool:
+    """RFC 1950: compression method 8 and a header checksum that divides by 31."""
+    return len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
+
+
+def inflate(raw: bytes, limit: int, coding: str = "gzip") -> bytes:
+    """Decompress ``raw`` (``gzip``, or ``deflate``: zlib data, or raw deflate as some
+    clients send it), refusing to produce more than ``limit`` bytes."""
+    if coding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    else:
+        wbits = zlib.MAX_WBITS if _zlib_header(raw) else -zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(raw, limit + 1)
     except zlib.error as exc:
-        raise InvalidBody(f"content-encoding gzip, but the body is not valid gzip: {exc}") from exc
+        raise InvalidBody(
+            f"content-encoding {coding}, but the body is not valid {coding} data: {exc}"
+        ) from exc
     if len(out) > limit or d.unconsumed_tail:
-        raise BodyTooLarge(f"gzip body inflates to more than the {limit}-byte limit")
+        raise BodyTooLarge(f"{coding} body inflates to more than the {limit}-byte limit")
     if not d.eof:
-        raise InvalidBody("content-encoding gzip, but the gzip stream is truncated")
+        raise InvalidBody(f"content-encoding {coding}, but the {coding} stream is truncated")
     if d.unused_data:
-        raise InvalidBody("content-encoding gzip, but data follows the gzip stream")
+        raise InvalidBody(f"content-encoding {coding}, but data follows the {coding} stream")
     return out
 
 
 def plain_body(head: RequestHead, raw: bytes, limit: int) -> bytes:
-    """The body with its content coding removed (gzip inflated within ``limit``)."""
-    return inflate(raw, limit) if is_gzip(head) else raw
+    """The body with its content coding removed (inflated within ``limit``); the coding
+    was checked with the head (:func:`check_content_headers`)."""
+    coding = content_coding(head)
+    return raw if coding == "identity" else inflate(raw, limit, coding)
 
 
 # --------------------------------------------------------------------------- pointers

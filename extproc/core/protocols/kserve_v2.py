@@ -6,19 +6,50 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from extproc.core.capabilities import Requirements
-from extproc.core.errors import InvalidRequest
+from extproc.core.errors import InvalidRequest, UnsupportedEndpoint
 from extproc.core.request import InferenceRequest, RequestHead
 
-# /v2/models/{name}[/versions/{v}][/infer|/ready]; names may contain '/', '.', ':'.
-PATH = re.compile(
-    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]+))?(?P<op>/infer|/ready)?$"
+OPERATIONS = (
+    "/infer",
+    "/ready",
+    "/config",
+    "/stats",
+    "/trace/setting",
+    "/generate_stream",
+    "/generate",
 )
+"""Model-level operations (KServe v2 and Triton's extensions), recognised at the end of
+the path; what is left before them (and before ``/versions/{v}``) is the model name."""
+POST_OPERATIONS = frozenset({"/infer", "/generate", "/generate_stream"})
+"""Inference operations: POST only (405 otherwise)."""
+MODELS_PREFIX = "/v2/models/"
+_VERSIONS = "/versions/"
+
+
+class KServePath(NamedTuple):
+    """``/v2/models/{name}[/versions/{version}][{op}]``, still percent-encoded."""
+
+    name: str
+    version: str | None
+    op: str | None
+
+
+SERVER_PATHS = {
+    "/v2": "kserve_server_metadata",
+    "/v2/health/live": "kserve_server_live",
+    "/v2/health/ready": "kserve_server_ready",
+    "/v2/models": "kserve_models",
+}
+"""Server-level endpoints the router answers itself (GET), so a client sees one server."""
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "statistics",
+              "trace", "generate")  # fmt: skip
+"""What ``GET /v2`` lists: the extensions whose model-level paths the router routes
+(whether a model's server implements one is up to that server)."""
 
 ELEMENT_SIZE: Mapping[str, int] = {
     "BOOL": 1,
@@ -48,19 +79,69 @@ _JSON_TYPES: Mapping[str, frozenset[type]] = {
 }
 
 
-def match(path: str) -> re.Match[str] | None:
-    return PATH.match(path)
+def is_kserve_path(path: str) -> bool:
+    """``/v2`` and everything under it: the protocol's namespace."""
+    return path == "/v2" or path.startswith("/v2/")
 
 
-def is_infer(m: re.Match[str]) -> bool:
-    return m["op"] == "/infer"
+def match(path: str) -> KServePath | None:
+    """The model-level parts of ``path``, read from its end: a known operation suffix,
+    then a ``/versions/{v}`` segment before it; the rest is the model name (which may
+    contain ``/``). ``None`` for paths outside ``/v2/models/{name}``."""
+    if not path.startswith(MODELS_PREFIX):
+        return None
+    rest = path[len(MODELS_PREFIX) :]
+    op = None
+    for suffix in OPERATIONS:
+        if rest.endswith(suffix) and len(rest) > len(suffix):
+            op, rest = suffix, rest[: -len(suffix)]
+            break
+    version = None
+    at = rest.rfind(_VERSIONS)
+    if at > 0:
+        tail = rest[at + len(_VERSIONS) :]
+        if tail and "/" not in tail:
+            version, rest = tail, rest[:at]
+    return KServePath(rest, version, op) if rest else None
 
 
-def from_path(head: RequestHead, m: re.Match[str], capabilities: Requirements) -> InferenceRequest:
-    name = unquote(m["name"])
+def is_infer(m: KServePath) -> bool:
+    return m.op == "/infer"
+
+
+def reserved_suffix(name: str) -> str | None:
+    """The suffix of ``name`` that a path would read as a version or an operation
+    (``a/ready``, ``a/versions/2``), or ``None``: such names cannot be routed by path."""
+    m = match(MODELS_PREFIX + name)
+    if m is None or m.name == name:
+        return None
+    return name[len(m.name) :]
+
+
+def server_endpoint(path: str) -> str:
+    """The server-level endpoint the router answers for ``path`` (under ``/v2``, not
+    a model path); 404 for the ones it does not serve."""
+    endpoint = SERVER_PATHS.get(path)
+    if endpoint is not None:
+        return endpoint
+    if path.startswith("/v2/repository"):
+        raise UnsupportedEndpoint(
+            "the model repository extension (/v2/repository/...) is not served through "
+            "the router: it loads and unloads models on one server, and the router fronts "
+            "many; call the model server itself"
+        )
+    raise UnsupportedEndpoint(
+        f"{_show(path)} is not served through the router; it serves /v2, "
+        "/v2/health/live, /v2/health/ready, /v2/models and /v2/models/{name}[/versions/{v}]"
+        "[/ready|/infer|/config|/stats|/trace/setting|/generate|/generate_stream]"
+    )
+
+
+def from_path(head: RequestHead, m: KServePath, capabilities: Requirements) -> InferenceRequest:
+    name = unquote(m.name)
     if not name:
         raise InvalidRequest("model name in the path is empty")
-    path_version = unquote(m["version"]) if m["version"] else None
+    path_version = unquote(m.version) if m.version else None
     header_version = head.headers.get("x-model-version") or None
     version = path_version or header_version
     source = "path" if path_version or not header_version else "path, header x-model-version"

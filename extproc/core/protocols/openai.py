@@ -16,10 +16,18 @@ from extproc.core.request import InferenceRequest, RequestHead
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
-PATHS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
+RESPONSES = "/v1/responses"
+PATHS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
+"""Inference paths: POST, the model is the body's ``model``."""
+MODELS = "/v1/models"
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the router answers them itself."""
+PATHS_REGEX = "^/v1/(chat/completions|completions|embeddings|responses|models(/.*)?)$"
+"""Every OpenAI path the router knows (RE2 and Python ``re`` alike): their errors take
+the OpenAI error shape, in Envoy's routes and local replies too."""
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+RESPONSE_ROLES = frozenset({"system", "developer", "user", "assistant"})
+TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def from_body(
@@ -54,7 +62,9 @@ def check_request(path: str, body: Mapping[str, Any]) -> None:
     objects with a known ``role`` (tool messages carry ``tool_call_id``) and
     string, null or content-part-array ``content``; completions carry a
     ``prompt`` and embeddings an ``input`` (a string, an array of strings, an
-    array of token ids or an array of token-id arrays).
+    array of token ids or an array of token-id arrays); responses may carry an
+    ``input`` (a string or an array of items: messages with a known ``role``,
+    other items with a string ``type``) and string ``instructions``.
     """
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -70,6 +80,8 @@ def check_request(path: str, body: Mapping[str, Any]) -> None:
         _check_text_or_tokens(body, "prompt")
     elif path == EMBEDDINGS:
         _check_text_or_tokens(body, "input")
+    elif path == RESPONSES:
+        _check_response_input(body)
 
 
 def _is_int(value: object) -> bool:
@@ -109,18 +121,72 @@ def _check_messages(body: Mapping[str, Any]) -> None:
                 f"message {i} content must be a string, null or an array of parts",
                 field=at + "/content",
             )
-        for j, part in enumerate(content):
-            pat = f"{at}/content/{j}"
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        _check_parts(content, f"message {i}", at)
+
+
+TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+"""Content parts that carry a ``text`` (chat: ``text``; responses: the others)."""
+
+
+def _check_parts(parts: list[Any], what: str, at: str) -> None:
+    """Each content part is an object with a string ``type``; text parts carry a string
+    ``text``."""
+    for j, part in enumerate(parts):
+        pat = f"{at}/content/{j}"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(
+                f"{what} content part {j} must be an object with a string 'type'", field=pat
+            )
+        if part["type"] in TEXT_PARTS and not isinstance(part.get("text"), str):
+            raise InvalidRequest(
+                f"{what} content part {j} is a text part without a string 'text'",
+                field=pat + "/text",
+            )
+
+
+def response_messages(body: Mapping[str, Any]) -> list[Any] | None:
+    """The message items of a Responses ``input`` array (those with a ``role``)."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    return [i for i in items if isinstance(i, dict) and "role" in i]
+
+
+def _check_response_input(body: Mapping[str, Any]) -> None:
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise InvalidRequest("'instructions' must be a string", field="/instructions")
+    items = body.get("input")
+    if items is None or isinstance(items, str):
+        return
+    if not isinstance(items, list):
+        raise InvalidRequest("'input' must be a string or an array of input items", field="/input")
+    for i, item in enumerate(items):
+        at = f"/input/{i}"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input item {i} must be an object", field=at)
+        if "role" not in item:
+            if not isinstance(item.get("type"), str):
                 raise InvalidRequest(
-                    f"message {i} content part {j} must be an object with a string 'type'",
-                    field=pat,
+                    f"input item {i} has neither a 'role' nor a string 'type'", field=at
                 )
-            if part["type"] == "text" and not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"message {i} content part {j} is a text part without a string 'text'",
-                    field=pat + "/text",
-                )
+            continue
+        role = item["role"]
+        if not isinstance(role, str) or role not in RESPONSE_ROLES:
+            raise InvalidRequest(
+                f"input item {i} has role {_show(role)}; use one of "
+                "system, developer, user, assistant",
+                field=at + "/role",
+            )
+        content = item.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequest(
+                f"input item {i} content must be a string or an array of parts",
+                field=at + "/content",
+            )
+        _check_parts(content, f"input item {i}", at)
 
 
 def _check_text_or_tokens(body: Mapping[str, Any], name: str) -> None:

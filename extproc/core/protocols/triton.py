@@ -24,7 +24,7 @@ def header_length(head: RequestHead) -> int | None:
         return None
     raw = raw.strip()
     if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
-        raise InvalidBody(f"{HEADER} {raw[:40]!r} is not a byte count")
+        raise InvalidBody(f"{HEADER} {raw[:40]!r} is not a byte count", header=HEADER)
     return int(raw)
 
 
@@ -41,7 +41,8 @@ def split(
     if n == 0 or n > len(raw):
         raise InvalidBody(
             f"{HEADER} is {n}, but the body has {len(raw)} bytes; "
-            "it must delimit the JSON inference header"
+            "it must delimit the JSON inference header",
+            header=HEADER,
         )
     try:
         header = loads_object(raw[:n], max_depth=max_depth, what="inference header")
@@ -49,6 +50,7 @@ def split(
         if exc.field is not None:  # a duplicate key or an overflow inside a complete header
             raise
         raise InvalidBody(
-            f"the first {n} bytes ({HEADER}) are not one JSON object: {exc.message}"
+            f"the first {n} bytes ({HEADER}) are not one JSON object: {exc.message}",
+            header=HEADER,
         ) from exc
     return header, memoryview(raw)[n:]

@@ -19,7 +19,15 @@ import fastjsonschema
 
 from extproc.core.errors import SpecViolation
 from extproc.core.protocols.json_body import json_pointer
-from extproc.core.protocols.openai import CHAT, COMPLETIONS, EMBEDDINGS, TOKEN_LIMIT_FIELDS
+from extproc.core.protocols.openai import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    RESPONSES,
+    TEXT_PARTS,
+    TOKEN_LIMIT_FIELDS,
+    response_messages,
+)
 from extproc.core.specs.types import KServeSpec, ModelSpec, OpenAISpec, SchemaValidator, TensorSpec
 
 __all__ = ["CompiledSpec", "prompt_chars"]
@@ -27,7 +35,12 @@ __all__ = ["CompiledSpec", "prompt_chars"]
 STRUCTURAL_PARAMS = frozenset({"model", "messages", "prompt", "input"})
 """Always allowed, whatever ``allowed_params`` says: the protocol's own fields."""
 
-_PROMPT_FIELD = {CHAT: "/messages", COMPLETIONS: "/prompt", EMBEDDINGS: "/input"}
+_PROMPT_FIELD = {
+    CHAT: "/messages",
+    COMPLETIONS: "/prompt",
+    EMBEDDINGS: "/input",
+    RESPONSES: "/input",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +97,7 @@ def _check_openai(
         for name in spec.forbidden_params:
             if name in body:
                 raise SpecViolation(
-                    f"forbidden_params: {name!r} is not allowed for this model",
+                    f"parameter {name!r} is not allowed for this model",
                     field=json_pointer([name]),
                     rule="forbidden_params",
                 )
@@ -93,7 +106,7 @@ def _check_openai(
         for name in body:
             if name not in spec.allowed_params and name not in STRUCTURAL_PARAMS:
                 raise SpecViolation(
-                    f"allowed_params: {_short(name)} is not among this model's parameters",
+                    f"parameter {_short(name)} is not among this model's parameters",
                     field=json_pointer([name]),
                     rule="allowed_params",
                 )
@@ -103,18 +116,17 @@ def _check_openai(
             value = body.get(name)
             if isinstance(value, int | float) and value > spec.max_tokens:
                 raise SpecViolation(
-                    f"max_tokens: {name} {value} is over this model's limit of {spec.max_tokens}",
+                    f"{name} {value} is over this model's limit of {spec.max_tokens}",
                     field="/" + name,
                     rule="max_tokens",
                 )
-    messages = body.get("messages")
+    messages = response_messages(body) if path == RESPONSES else body.get("messages")
     if spec.max_messages is not None:
         ran.append("max_messages")
         if isinstance(messages, list) and len(messages) > spec.max_messages:
             raise SpecViolation(
-                f"max_messages: {len(messages)} messages, over this model's limit "
-                f"of {spec.max_messages}",
-                field="/messages",
+                f"{len(messages)} messages, over this model's limit of {spec.max_messages}",
+                field="/input" if path == RESPONSES else "/messages",
                 rule="max_messages",
             )
     if spec.max_prompt_chars is not None:
@@ -122,7 +134,7 @@ def _check_openai(
         chars = prompt_chars(body, path)
         if chars > spec.max_prompt_chars:
             raise SpecViolation(
-                f"max_prompt_chars: the prompt has {chars} characters, over this model's "
+                f"the prompt has {chars} characters, over this model's "
                 f"limit of {spec.max_prompt_chars}",
                 field=_PROMPT_FIELD.get(path, _prompt_field(body)),
                 rule="max_prompt_chars",
@@ -136,7 +148,7 @@ def _check_openai(
             name = exc.name or "data"
             what = exc.message[len(name) :].strip() if exc.message.startswith(name) else exc.message
             raise SpecViolation(
-                f"json_schema: {field or 'the body'} {what} ({exc.rule})",
+                f"{field or 'the body'} {what} (JSON Schema {exc.rule!r})",
                 field=field or None,
                 rule="json_schema",
             ) from exc
@@ -148,29 +160,40 @@ def prompt_chars(body: Mapping[str, Any], path: str) -> int:
 
     Chat: string ``content`` and the ``text`` of text parts of every message;
     completions: string ``prompt``/``suffix`` values; embeddings: string
-    ``input`` values. Token ids, images, tool calls don't count. An unknown
-    path counts all of them.
+    ``input`` values; responses: ``instructions``, a string ``input`` or the
+    content of its message items. Token ids, images, tool calls don't count. An
+    unknown path counts all of them.
     """
     n = 0
     if path == CHAT or path not in _PROMPT_FIELD:
-        messages = body.get("messages")
-        if isinstance(messages, list):
-            for msg in messages:
-                if not isinstance(msg, dict):
-                    continue
-                content = msg.get("content")
-                if isinstance(content, str):
-                    n += len(content)
-                elif isinstance(content, list):
-                    for part in content:
-                        if isinstance(part, dict) and part.get("type") == "text":
-                            text = part.get("text")
-                            if isinstance(text, str):
-                                n += len(text)
+        n += _message_chars(body.get("messages"))
+    if path == RESPONSES:
+        n += _strings(body.get("instructions"))
+        value = body.get("input")
+        n += len(value) if isinstance(value, str) else _message_chars(response_messages(body))
     if path == COMPLETIONS or path not in _PROMPT_FIELD:
         n += _strings(body.get("prompt")) + _strings(body.get("suffix"))
     if path == EMBEDDINGS or path not in _PROMPT_FIELD:
         n += _strings(body.get("input"))
+    return n
+
+
+def _message_chars(messages: object) -> int:
+    n = 0
+    if not isinstance(messages, list):
+        return 0
+    for msg in messages:
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            n += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in TEXT_PARTS:
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        n += len(text)
     return n
 
 
@@ -249,7 +272,7 @@ def _check_kserve(spec: KServeSpec, body: Mapping[str, Any]) -> list[str]:
             if not isinstance(name, str) or name not in known_out:
                 known = ", ".join(sorted(known_out)) or "none"
                 raise SpecViolation(
-                    f"output_name: the model has no output {_short(str(name))} (outputs: {known})",
+                    f"the model has no output {_short(str(name))} (outputs: {known})",
                     field=f"/outputs/{i}/name",
                     rule="output_name",
                 )
@@ -266,7 +289,7 @@ def _check_inputs(spec: tuple[TensorSpec, ...], inputs: object) -> None:
         if d is None:
             known = ", ".join(sorted(declared)) or "none"
             raise SpecViolation(
-                f"tensor_name: the model has no input {_short(str(name))} (inputs: {known})",
+                f"the model has no input {_short(str(name))} (inputs: {known})",
                 field=f"/inputs/{i}/name",
                 rule="tensor_name",
             )
@@ -274,7 +297,7 @@ def _check_inputs(spec: tuple[TensorSpec, ...], inputs: object) -> None:
         datatype = tensor.get("datatype")
         if d.datatype is not None and datatype != d.datatype:
             raise SpecViolation(
-                f"tensor_datatype: input {d.name!r} is {d.datatype}, not {_short(str(datatype))}",
+                f"input {d.name!r} is {d.datatype}, not {_short(str(datatype))}",
                 field=f"/inputs/{i}/datatype",
                 rule="tensor_datatype",
             )
@@ -287,14 +310,14 @@ def _check_inputs(spec: tuple[TensorSpec, ...], inputs: object) -> None:
                 else _short(str(shape))
             )
             raise SpecViolation(
-                f"tensor_shape: input {d.name!r} must have shape {want} (-1: any size), not {got}",
+                f"input {d.name!r} must have shape {want} (-1: any size), not {got}",
                 field=f"/inputs/{i}/shape",
                 rule="tensor_shape",
             )
     missing = [t.name for t in spec if not t.optional and t.name not in seen]
     if missing:
         raise SpecViolation(
-            f"required_input: input {missing[0]!r} is required",
+            f"input {missing[0]!r} is required",
             field="/inputs",
             rule="required_input",
         )

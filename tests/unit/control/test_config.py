@@ -140,3 +140,17 @@ def test_spec_errors_name_file_and_key(tmp_path: Path) -> None:
     found = info.value.problems
     assert any(p.startswith("spec_files[0]: cannot read") for p in found)
     assert any("models.m1.spec#/m1/openai/max_tokenz: unknown key" in p for p in found)
+
+
+def test_kserve_model_names_cannot_end_in_a_reserved_suffix() -> None:
+    found = problems(
+        "models:\n"
+        "  fraud/config: {protocol: kserve_v2, versions: ['1']}\n"
+        "  a/versions/2: {protocol: kserve_v2, versions: ['1']}\n"
+        "  org/model: {protocol: kserve_v2, versions: ['1']}\n"
+        "  llm/generate: {protocol: openai, versions: ['1']}\n"  # not identified by path
+    )
+    assert len(found) == 2, found
+    assert "models.fraud/config: a KServe v2 model name cannot end in '/config'" in found[0]
+    assert "read as model 'fraud'" in found[0]
+    assert "cannot end in '/versions/2'" in found[1]

@@ -17,22 +17,21 @@ from extproc.core.envoy_wire import (
     processing_messages,
 )
 from extproc.core.flow import Phase, RequestFlow
-from tests.support import ROOT
+from tests.support import ROOT, read_error
 from tests.unit.helpers import run_flow, set_headers, state_for
 
 JSON = [("content-type", "application/json")]
+CHAT_PATH = "/v1/chat/completions"
 CHAT = json.dumps({"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
-def error_of(resp: ep.ProcessingResponse) -> tuple[int, dict[str, object]]:
+def error_of(resp: ep.ProcessingResponse, path: str) -> tuple[int, dict[str, object]]:
+    """Status and the error (type, message, field) read in ``path``'s protocol shape."""
     assert resp.HasField("immediate_response")
     ir = resp.immediate_response
     hdrs = {h.header.key: h.header.raw_value.decode() for h in ir.headers.set_headers}
     assert hdrs["content-type"] == "application/json"
-    body = json.loads(ir.body)
-    assert set(body["error"]) == {"type", "message", "field"}
-    assert hdrs["x-model-router-error"] == body["error"]["type"]
-    return ir.status.code, body["error"]
+    return ir.status.code, read_error(path, hdrs, ir.body)
 
 
 def test_kserve_path_routes_on_headers_and_skips_body() -> None:
@@ -107,7 +106,7 @@ def test_version_header_and_capabilities_filter() -> None:
         [*JSON, ("x-model-capabilities", "accelerator=h100")],
         CHAT,
     )
-    status, err = error_of(resps[-1])  # type: ignore[arg-type]
+    status, err = error_of(resps[-1], CHAT_PATH)  # type: ignore[arg-type]
     assert status == 503 and err["type"] == "no_healthy_deployment"
     assert "accelerator" in str(err["message"])
 
@@ -152,7 +151,7 @@ def test_errors_map_to_documented_status_and_json(
     field: str | None,
 ) -> None:
     flow, resps = run_flow(state_for(), method, path, headers, body)
-    got_status, err = error_of(resps[-1])  # type: ignore[arg-type]
+    got_status, err = error_of(resps[-1], path)  # type: ignore[arg-type]
     assert (got_status, err["type"], err["field"]) == (status, etype, field)
     assert flow.phase is Phase.DONE and flow.outcome.error is not None
 
@@ -176,7 +175,7 @@ def test_content_length_over_limit_is_413_before_buffering() -> None:
             )
         )
     )
-    status, err = error_of(flow.receive(msg))  # type: ignore[arg-type]
+    status, err = error_of(flow.receive(msg), CHAT_PATH)  # type: ignore[arg-type]
     assert status == 413 and err["type"] == "body_too_large"
 
 
@@ -198,7 +197,9 @@ def test_streamed_chunks_accumulate_and_are_bounded() -> None:
     flow.receive(head)
     chunk = b"x" * (state.max_body_bytes // 2 + 1)
     assert flow.receive(ep.ProcessingRequest(request_body=ep.HttpBody(body=chunk))) is None
-    status, _ = error_of(flow.receive(ep.ProcessingRequest(request_body=ep.HttpBody(body=chunk))))  # type: ignore[arg-type]
+    status, _ = error_of(
+        flow.receive(ep.ProcessingRequest(request_body=ep.HttpBody(body=chunk))), CHAT_PATH
+    )  # type: ignore[arg-type]
     assert status == 413
 
 
@@ -209,10 +210,10 @@ def test_gzip_body_is_inflated_with_a_bound() -> None:
     assert set_headers(resps[-1])["x-model-router-model"] == "chat-small"
     bomb = gzip.compress(b'{"model": "' + b"a" * (state.max_body_bytes * 2) + b'"}')
     _, resps = run_flow(state, "POST", "/v1/chat/completions", gz, bomb)
-    status, _ = error_of(resps[-1])  # type: ignore[arg-type]
+    status, _ = error_of(resps[-1], CHAT_PATH)  # type: ignore[arg-type]
     assert status == 413
     _, resps = run_flow(state, "POST", "/v1/chat/completions", gz, b"not gzip")
-    status, _ = error_of(resps[-1])  # type: ignore[arg-type]
+    status, _ = error_of(resps[-1], CHAT_PATH)  # type: ignore[arg-type]
     assert status == 400
 
 
@@ -228,7 +229,9 @@ def test_subset_hint_is_honoured() -> None:
     state = state_for()
     resp = RequestFlow(state).receive(_with_subset(["127.0.0.1:8101", "10.0.0.9:1"]))
     assert resp is not None and set_headers(resp)[DESTINATION_HEADER] == "127.0.0.1:8101"
-    status, err = error_of(RequestFlow(state).receive(_with_subset(["10.0.0.9:1"])))  # type: ignore[arg-type]
+    status, err = error_of(
+        RequestFlow(state).receive(_with_subset(["10.0.0.9:1"])), "/v2/models/resnet50/infer"
+    )  # type: ignore[arg-type]
     assert status == 503 and "subset" in str(err["message"])
 
 

@@ -85,3 +85,35 @@ def test_envoy_config_command_prints_the_shipped_file() -> None:
     )
     assert r.exit_code == 0
     assert r.output == (ROOT / "envoy" / "envoy.yaml").read_text()
+
+
+def test_local_replies_take_each_paths_protocol_shape() -> None:
+    """Envoy's own replies: one mapper per kind and protocol, bodies from error_shapes,
+    every one adding x-model-router-error; the OpenAI path filter is the router's."""
+    from extproc.core.error_shapes import error_document
+    from extproc.core.protocols.openai import PATHS_REGEX
+    from extproc.ops.local_replies import local_replies
+
+    cfg = load_config(ROOT / "examples" / "routes.yaml")
+    doc = yaml.safe_load(render_bootstrap(cfg))
+    [mappers] = _find(doc, "mappers")
+    kinds = local_replies(cfg.limits.max_body_bytes)
+    assert isinstance(mappers, list) and len(mappers) == 1 + 3 * len(kinds)
+    keep = mappers[0]
+    assert "model_router_" in keep["filter"]["extension_filter"]["typed_config"]["expression"]
+    for i, kind in enumerate(kinds):
+        for j, protocol in enumerate(("openai", "kserve_v2", "generic")):
+            m = mappers[1 + 3 * i + j]
+            body = error_document(protocol, status=kind.status, type=kind.type,
+                                  message=kind.message)  # fmt: skip
+            assert m["body_format_override"]["json_format"] == body
+            assert m["headers_to_add"][0]["header"] == {
+                "key": "x-model-router-error", "value": kind.type,
+            }  # fmt: skip
+            expressions = [str(e) for e in _find(m["filter"], "expression")]
+            if protocol == "openai":
+                assert f"request.url_path.matches('{PATHS_REGEX}')" in expressions
+            elif protocol == "kserve_v2":
+                assert any("startsWith('/v2/')" in e for e in expressions)
+            else:
+                assert "and_filter" not in m["filter"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -118,9 +119,30 @@ def test_route_table_order_and_filters() -> None:
     assert by_name["native/kserve/k/versions/2"]["direct_response"]["status"] == 503
     unknown = by_name["native/kserve/k/versions/unknown"]
     assert unknown["direct_response"]["status"] == 404
-    assert "version_not_found" in unknown["direct_response"]["body"]["inline_string"]
+    # Envoy's own errors take the path's protocol shape (KServe: {"error": "<message>"}),
+    # the type travels in x-model-router-error.
+    assert list(json.loads(unknown["direct_response"]["body"]["inline_string"])) == ["error"]
+    assert _added(unknown)["x-model-router-error"] == "version_not_found"
+    for name, shape in [("kserve-unknown", str), ("openai-unknown", dict), ("no-route", dict)]:
+        route = by_name[name]
+        assert route["direct_response"]["status"] == 503
+        err = json.loads(route["direct_response"]["body"]["inline_string"])["error"]
+        assert isinstance(err, shape), (name, err)
+        assert _added(route)["x-model-router-error"] == "router_unavailable"
+    assert (
+        json.loads(by_name["openai-unknown"]["direct_response"]["body"]["inline_string"])["error"][
+            "code"
+        ]
+        == "router_unavailable"
+    )
+    assert by_name["kserve-unknown"]["match"] == {"path_separated_prefix": "/v2"}
+    assert "responses" in by_name["openai-unknown"]["match"]["safe_regex"]["regex"]
     # Only the router handles "chat": no native route for it.
     assert not any(n.startswith("native/openai/chat") for n in names)
+
+
+def _added(route: dict[str, Any]) -> dict[str, str]:
+    return {h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]}
 
 
 def test_clusters_walk_the_routers_list_and_check_health() -> None:

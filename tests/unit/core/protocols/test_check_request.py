@@ -14,6 +14,7 @@ from extproc.core.errors import InvalidRequest
 from extproc.core.protocols import kserve_v2, openai
 
 CHAT, COMPLETIONS, EMBEDDINGS = openai.CHAT, openai.COMPLETIONS, openai.EMBEDDINGS
+RESPONSES = openai.RESPONSES
 
 
 # --------------------------------------------------------------------------- OpenAI protocol
@@ -67,6 +68,24 @@ def user(text: str = "hi") -> dict[str, Any]:
         (EMBEDDINGS, {"model": "m"}, "/input"),
         (EMBEDDINGS, {"model": "m", "input": None}, "/input"),
         (EMBEDDINGS, {"model": "m", "input": [True]}, "/input/0"),
+        (RESPONSES, {"input": "x"}, "/model"),
+        (RESPONSES, {"model": "m", "input": 3}, "/input"),
+        (RESPONSES, {"model": "m", "input": ["x"]}, "/input/0"),
+        (RESPONSES, {"model": "m", "input": [{"content": "x"}]}, "/input/0"),
+        (RESPONSES, {"model": "m", "input": [{"role": "tool", "content": "x"}]}, "/input/0/role"),
+        (RESPONSES, {"model": "m", "input": [{"role": "user", "content": 1}]}, "/input/0/content"),
+        (
+            RESPONSES,
+            {"model": "m", "input": [{"role": "user", "content": [{"text": "x"}]}]},
+            "/input/0/content/0",
+        ),
+        (
+            RESPONSES,
+            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "/input/0/content/0/text",
+        ),
+        (RESPONSES, {"model": "m", "input": "x", "max_output_tokens": -1}, "/max_output_tokens"),
+        (RESPONSES, {"model": "m", "input": "x", "instructions": ["a"]}, "/instructions"),
     ],
 )
 def test_openai_malformed_requests(path: str, body: dict[str, Any], field: str) -> None:
@@ -78,6 +97,20 @@ def test_openai_malformed_requests(path: str, body: dict[str, Any], field: str) 
 @pytest.mark.parametrize(
     ("path", "body"),
     [
+        (RESPONSES, {"model": "m", "input": "hi", "max_output_tokens": 16}),
+        (RESPONSES, {"model": "m", "previous_response_id": "resp_1"}),
+        (
+            RESPONSES,
+            {
+                "model": "m",
+                "instructions": "be brief",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                    {"type": "message", "role": "assistant", "content": "hello"},
+                    {"type": "function_call_output", "call_id": "c1", "output": "42"},
+                ],
+            },
+        ),
         (
             CHAT,
             {
