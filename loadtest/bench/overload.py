@@ -1,10 +1,11 @@
 """The ``overload`` scenario: twice the fleet's capacity, mixed priorities, one run.
 
 ``scripts/bench --scenarios overload [--quick] --json FILE``. Four llm-d-inference-sim
-simulators with a fixed service time (``--time-factor-under-load 1``, and every request
-asks for exactly ``MAX_TOKENS`` tokens with ``ignore_eos``) and four slots each, so the fleet's capacity is known: ``4 x 4 slots / service time``. An open-loop
-client offers twice that (Poisson arrivals), 20 % ``critical``, 60 % ``standard`` and
-20 % ``sheddable``, each request carrying its class and its class's time-to-first-token
+simulators with four slots each and a fixed service time (``--time-factor-under-load
+1``; every request asks for exactly ``MAX_TOKENS`` tokens with ``ignore_eos``), so the
+fleet's capacity is known: ``4 x 4 slots / service time``. An open-loop client offers
+twice that (Poisson arrivals), 20 % ``critical``, 60 % ``standard`` and 20 %
+``sheddable``, each request carrying its class and its class's time-to-first-token
 budget as headers. Three profiles, on fresh simulators each, with the same arrivals:
 
 * ``round_robin``: the default profile, admission off.
