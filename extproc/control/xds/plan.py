@@ -138,7 +138,7 @@ def _body_model(headers: Mapping[str, str], body: bytes | None) -> str | None:
         return None
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: what json_to_metadata refuses too
         return None
     model = doc.get("model") if isinstance(doc, dict) else None
     return (
