@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -78,6 +79,12 @@ class EnvoyConfig(_Strict):
     admin_port: Annotated[int, Field(ge=1, le=65535)] = 9901
     message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
     route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
+    """A whole response may take this long (streamed generations): every model's default
+    ``timeouts.total_s``."""
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+    """Every model's default ``timeouts.connect_s``."""
+    first_byte_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    """Every model's default ``timeouts.first_byte_s``."""
     stream_idle_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 300
     retry_on: tuple[str, ...] = ("connect-failure", "refused-stream", "reset")
     """When Envoy tries the next endpoint (the router's fallbacks, then any other of the
@@ -209,10 +216,33 @@ class ModelSchedulingConfig(_Strict):
         return self
 
 
+class TimeoutsConfig(_Strict):
+    """How long Envoy waits for one of a model's servers; unset: the ``envoy`` defaults."""
+
+    connect_s: Annotated[float, Field(gt=0, le=600)] | None = None
+    """TCP connect to an endpoint (a refused or unreachable one: the next is tried)."""
+    first_byte_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """From the request sent to the response's headers, per attempt (Envoy's
+    ``per_try_timeout``): a hung server gets a JSON 504 after this long. Streamed responses
+    send headers at once; a non-streamed generation must finish within it."""
+    total_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """The whole response, streamed body included (Envoy's route ``timeout``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """A model's effective timeouts, in seconds."""
+
+    connect_s: float
+    first_byte_s: float
+    total_s: float
+
+
 class ModelConfig(_Strict):
     protocol: ProtocolName
     versions: Annotated[tuple[str, ...], Field(min_length=1)]
     scheduling: ModelSchedulingConfig | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     native: bool | Literal["auto"] = "auto"
     """Whether Envoy routes this model's requests itself, without the router (README:
     "Native routing"): ``auto`` where that gives the router's answer (KServe-path and
@@ -377,6 +407,17 @@ class Config(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def timeouts_of(self, model: str | None) -> Timeouts:
+        """``model``'s timeouts (None, or a Consul-only model: the ``envoy`` defaults)."""
+        envoy = self.envoy
+        declared = self.models.get(model) if model is not None else None
+        own = declared.timeouts if declared is not None else TimeoutsConfig()
+        return Timeouts(
+            connect_s=own.connect_s or envoy.connect_timeout_s,
+            first_byte_s=own.first_byte_s or envoy.first_byte_timeout_s,
+            total_s=own.total_s or float(envoy.route_timeout_s),
+        )
 
     def worker_ports(self) -> list[int]:
         return [self.listener.port + i for i in range(self.listener.workers)]
