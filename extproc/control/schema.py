@@ -343,7 +343,8 @@ class DeploymentConfig(_Strict):
 
 
 class Config(_Strict):
-    """The whole routing file."""
+    """The whole routing file. References between its sections (a deployment's model and
+    version, profile names) are checked by :mod:`extproc.control.loading`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -371,42 +372,6 @@ class Config(_Strict):
     """The header content rules read as ``tenant``."""
     rules: tuple[Any, ...] = ()
     """Content rules, evaluated in order; the first that matches applies (docs/rules.md)."""
-
-    @model_validator(mode="after")
-    def _cross_check(self) -> Config:
-        problems: list[str] = []
-        if not self.models:
-            problems.append("models: declare at least one model")
-        seen: set[str] = set()
-        for i, dep in enumerate(self.deployments):
-            where = f"deployments[{i}]"
-            if dep.name in seen:
-                problems.append(f"{where}.name: duplicate deployment name {dep.name!r}")
-            seen.add(dep.name)
-            model = self.models.get(dep.model)
-            if model is None:
-                problems.append(f"{where}.model: {dep.model!r} is not declared under models")
-            elif dep.version not in model.versions:
-                problems.append(
-                    f"{where}.version: {dep.version!r} is not one of model "
-                    f"{dep.model!r} versions {list(model.versions)}"
-                )
-        profiles = {"default", *self.scheduling.profiles}
-        if self.scheduling.profile not in profiles:
-            problems.append(
-                f"scheduling.profile: {self.scheduling.profile!r} is not a profile "
-                f"(declared: {', '.join(sorted(profiles))})"
-            )
-        for name, m in self.models.items():
-            ref = m.scheduling.profile if m.scheduling is not None else None
-            if ref is not None and ref not in profiles:
-                problems.append(
-                    f"models.{name}.scheduling.profile: {ref!r} is not a profile "
-                    f"(declared: {', '.join(sorted(profiles))})"
-                )
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
 
     def timeouts_of(self, model: str | None) -> Timeouts:
         """``model``'s timeouts (None, or a Consul-only model: the ``envoy`` defaults)."""

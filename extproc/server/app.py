@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
+from extproc.control.last_good import save_last_good
 from extproc.control.reload import Reloader
 from extproc.control.xds.ads import AdsServicer
 from extproc.control.xds.cache import ResourceCache
@@ -34,6 +35,13 @@ from extproc.server.metrics import Metrics, serve_metrics
 from extproc.server.pump import CurrentState, ExternalProcessor
 
 log = logging.getLogger("extproc.server")
+
+EXIT_PORT_IN_USE = 3
+"""A worker's exit code when it cannot listen (its supervisor gives up, not restarts)."""
+
+
+class ListenError(OSError):
+    """A port or socket this worker must listen on stays taken (bounded retries)."""
 
 
 def _clear_socket(path: Path) -> None:
@@ -53,8 +61,13 @@ class Server:
         worker: int = 0,
         registry: CollectorRegistry | None = None,
         watch_interval_s: float = 1.0,
+        last_good: Path | None = None,
+        bind_retry_s: float = 10.0,
     ) -> None:
         listener = compiled.config.listener
+        self.last_good = last_good
+        """Where every accepted routing file is kept (a restarted worker starts on it)."""
+        self.bind_retry_s = bind_retry_s
         self.worker = worker
         self.host = listener.host
         self.port = listener.port + worker
@@ -71,6 +84,7 @@ class Server:
             path=Path(config_path) if config_path else None,
             on_state=self._on_state,
             on_reload=lambda result: self.metrics.reloads.labels(result).inc(),
+            on_accepted=self._keep_last_good,
             watch_interval_s=watch_interval_s,
         )
         self._current: CurrentState | None = None
@@ -87,6 +101,37 @@ class Server:
             f"Server(worker={self.worker}, grpc={self.host}:{self.bound_port}, "
             f"metrics={self.bound_metrics_port}, {self.health!r}, state={state!r})"
         )
+
+    def _keep_last_good(self, compiled: CompiledRouting) -> None:
+        if self.last_good is None:
+            return
+        try:
+            save_last_good(self.last_good, compiled)
+        except OSError as exc:
+            log.error("cannot keep the last good routing file at %s: %s", self.last_good, exc)
+
+    async def _retry_bind(self, what: str, bind: Callable[[], Awaitable[int]]) -> int:
+        """``bind()`` until it works, for at most ``bind_retry_s`` (a previous worker may
+        still hold the port for a moment); then :class:`ListenError`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.bind_retry_s
+        warned = False
+        while True:
+            try:
+                port = await bind()
+            except (OSError, RuntimeError):  # grpc raises RuntimeError("Failed to bind")
+                port = 0
+            if port:
+                return port
+            if loop.time() >= deadline:
+                raise ListenError(
+                    f"cannot listen on {what}: address in use (another model-router or "
+                    f"another program holds it; tried for {self.bind_retry_s:g}s)"
+                )
+            if not warned:
+                log.warning("%s is in use; retrying for %gs", what, self.bind_retry_s)
+                warned = True
+            await asyncio.sleep(0.5)
 
     @property
     def state(self) -> RouterState:
@@ -154,17 +199,27 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         ads = AdsServicer(self.xds, observer=self.metrics, name=f"model-router/{self.worker}")
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, self._grpc)
-        self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
-        if self.bound_port == 0:
-            raise OSError(f"cannot listen on {self.host}:{self.port}")
+        grpc_server = self._grpc
+        address = f"{self.host}:{self.port}"
+
+        async def bind_grpc() -> int:
+            return int(grpc_server.add_insecure_port(address))
+
+        self.bound_port = await self._retry_bind(f"{address} (gRPC, listener.port)", bind_grpc)
         sock = self.compiled.config.listener.unix_socket(self.worker)
         if sock is not None:
             _clear_socket(Path(sock))
             if self._grpc.add_insecure_port(f"unix:{sock}") == 0:
-                raise OSError(f"cannot listen on unix:{sock}")
+                raise ListenError(f"cannot listen on unix:{sock}")
         if self.metrics_port:
-            self._http, self.bound_metrics_port = await serve_metrics(
-                self.metrics.registry, self.host, self.metrics_port, worker=self.worker
+            registry, host, port = self.metrics.registry, self.host, self.metrics_port
+
+            async def bind_metrics() -> int:
+                self._http, bound = await serve_metrics(registry, host, port, worker=self.worker)
+                return bound
+
+            self.bound_metrics_port = await self._retry_bind(
+                f"{host}:{port} (metrics, listener.metrics_port)", bind_metrics
             )
         # The first state exists before the registry syncs (it answers 503 until then).
         self._current = CurrentState(self.reloader.prepare())
@@ -180,6 +235,7 @@ class Server:
             self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
         await self.settle()
         self.metrics.reloads.labels("success").inc()
+        self._keep_last_good(self.compiled)
         log.info(
             "ext_proc worker serving",
             extra={"grpc": f"{self.host}:{self.bound_port}", "metrics": self.bound_metrics_port},

@@ -227,6 +227,10 @@ async def serve_metrics(
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     sockets = getattr(site._server, "sockets", None) or []
     return runner, (sockets[0].getsockname()[1] if sockets else port)

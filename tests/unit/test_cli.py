@@ -20,4 +20,4 @@ def test_check_config_ok_and_errors(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["check-config", str(bad)])
     assert r.exit_code == 1
     assert f"{bad}: invalid routing file" in r.output
-    assert "line 5: models.m.colour: Extra inputs are not permitted" in r.output
+    assert "line 5: models.m.colour: unknown key" in r.output

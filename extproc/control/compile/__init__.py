@@ -40,6 +40,8 @@ class CompiledRouting:
     specs: Mapping[str, CompiledSpec]
     ruleset: RuleSet
     scheduler: Scheduler
+    text: str = ""
+    """The routing file's text this was compiled from (kept as the last good one)."""
 
     def __repr__(self) -> str:
         return (

@@ -304,11 +304,11 @@ class RouteBuilder:
         """The router decided (``x-model-router-cluster`` set, route cache cleared): one
         route per deployment, with its model's timeouts; then any cluster the header names
         (a deployment this table does not know yet), with the default timeouts."""
-        out = []
+        out: list[dict[str, Any]] = []
         for m in models:
             for d in m.deployments:
                 name = cluster_name(d.name)
-                header = {"name": CLUSTER_HEADER, "string_match": {"exact": name}}
+                header: dict[str, Any] = {"name": CLUSTER_HEADER, "string_match": {"exact": name}}
                 out.append(
                     {
                         "name": f"picked/{d.name}",
@@ -318,7 +318,7 @@ class RouteBuilder:
                         "request_headers_to_remove": [CLUSTER_HEADER],
                     }
                 )
-        present = {"name": CLUSTER_HEADER, "present_match": True}
+        present: dict[str, Any] = {"name": CLUSTER_HEADER, "present_match": True}
         out.append(
             {
                 "name": "picked",
