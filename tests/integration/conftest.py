@@ -96,6 +96,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             failure_mode: str = "closed",
             grpc_port: int | None = None,
             peers: Sequence[str] = (),
+            disclose_endpoint: bool = True,
         ) -> Stack:
             """``grpc_port``: the router's (else allocated); ``peers``: other routers'
             ``ip:port`` this stack's Envoy may also use (``envoy.routers``)."""
@@ -108,7 +109,8 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             head = (
                 f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
                 f" workers: {workers}, grace_period_s: 2}}\n"
-                f"envoy: {{listen_port: {listen}, admin_port: {admin}, disclose_endpoint: true,"
+                f"envoy: {{listen_port: {listen}, admin_port: {admin},"
+                f" disclose_endpoint: {str(disclose_endpoint).lower()},"
                 f" routers: [{routers}]}}\n"
                 f"failure_mode: {failure_mode}\n"
             )
