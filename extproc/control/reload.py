@@ -41,6 +41,7 @@ STARTUP_ONLY = (
     "listener.pin_cpu",
     "listener.unix_socket_dir",
     "limits.max_body_bytes",
+    "limits.max_request_headers",
     "failure_mode",
     "envoy",
 )

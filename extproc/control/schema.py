@@ -122,6 +122,9 @@ class LimitsConfig(_Strict):
     """Largest request body (bytes on the wire, and inflated size of a gzip body)."""
     max_json_depth: Annotated[int, Field(ge=8, le=1000)] = DEFAULT_MAX_DEPTH
     """Deepest JSON nesting accepted in a body (deeper is a 400)."""
+    max_request_headers: Annotated[int, Field(ge=32, le=10000)] = 100
+    """Envoy's limit on a request's headers (its own and the router's included): over it,
+    a JSON 431 ``request_headers_too_large``."""
 
     @property
     def grpc_max_message_bytes(self) -> int:

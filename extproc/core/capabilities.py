@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from extproc.core.errors import InvalidRequest
+from extproc.core.errors import InvalidRequest, shown
 
 _ITEM = re.compile(r"^\s*([A-Za-z0-9_.-]{1,63})\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
 _NUMERIC: dict[str, Callable[[float, float], bool]] = {
@@ -60,7 +60,7 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
         m = _ITEM.match(item)
         if m is None:
             raise InvalidRequest(
-                f"{source} item {item.strip()!r} is not key=value (or key>=number, ...)"
+                f"{source} item {shown(item.strip())} is not key=value (or key>=number, ...)"
             )
         key, op, value = m.groups()
         if op in _NUMERIC:
@@ -68,7 +68,7 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
                 float(value)
             except ValueError:
                 raise InvalidRequest(
-                    f"{source} item {item.strip()!r}: {op} needs a number"
+                    f"{source} item {shown(item.strip())}: {op} needs a number"
                 ) from None
         out.append(Requirement(key, op, value))
     return tuple(out)

@@ -47,6 +47,9 @@ ROUTING_HEADERS = (
     DEPLOYMENT_HEADER,
 )
 """Every header that steers or describes routing; clients' copies are stripped by Envoy."""
+ROUTER_HEADER_ROOM = len(ROUTING_HEADERS) + 2
+"""Headers a routing answer may add: the routing headers, and a rewrite's
+``content-length`` and ``x-model``/``x-model-version``."""
 
 _CLUSTER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -8,6 +8,27 @@ is the single place that turns them into Envoy ``ImmediateResponse`` messages.
 
 from __future__ import annotations
 
+MAX_MESSAGE_CHARS = 1024
+"""The longest message (and ``field``) a client gets back or a log line carries: client
+input echoed in it (a model name, a header value, a JSON key) is bounded first by
+:func:`shown`, and the whole message by this."""
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` of client input for an error message, bounded: a 50 KB header value
+    shows its first ``limit`` characters and how many more there were."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 40] + f"... ({len(text) - MAX_MESSAGE_CHARS + 40} more)"
+
 
 class RouterError(Exception):
     """Base class: a request that cannot be routed, with the status to answer."""
@@ -16,9 +37,10 @@ class RouterError(Exception):
     type: str = "internal_error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = _bounded(field) if field is not None else None
 
     def __repr__(self) -> str:
         return (
@@ -76,6 +98,13 @@ class SpecViolation(RouterError):
         super().__init__(message, field=field)
         self.rule = rule
         """Which spec rule was broken (``max_tokens``, ``json_schema``, ``tensor_shape``...)."""
+
+
+class TooManyHeaders(RouterError):
+    """More request headers than Envoy's limit leaves room for (the router's own too)."""
+
+    status = 431
+    type = "request_headers_too_large"
 
 
 class NoHealthyDeployment(RouterError):

@@ -19,7 +19,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from extproc.core import envoy_wire
 from extproc.core.envoy_wire import ResponseCache
-from extproc.core.errors import BodyTooLarge, InvalidBody, NoHealthyDeployment, RouterError
+from extproc.core.errors import (
+    BodyTooLarge,
+    InvalidBody,
+    NoHealthyDeployment,
+    RouterError,
+    TooManyHeaders,
+)
 from extproc.core.protocols import NeedsBody, RequestHead, understand_body, understand_head
 from extproc.core.protocols.json_body import declared_length
 from extproc.core.request import InferenceRequest
@@ -47,6 +53,10 @@ class RouterState:
     ruleset: RuleSet
     max_body_bytes: int
     max_json_depth: int
+    max_request_headers: int = 100
+    """Envoy's header-count limit (``limits.max_request_headers``): a request whose
+    headers and the router's own would exceed it is answered 431 here (Envoy would
+    refuse the router's answer with an empty 500)."""
     responses: ResponseCache = field(default_factory=ResponseCache, compare=False)
 
     def __repr__(self) -> str:
@@ -199,6 +209,15 @@ class RequestFlow:
     def _on_headers(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse:
         headers = msg.request_headers
         head = self._head = parse_head(headers)
+        count = len(headers.headers.headers)
+        limit = self._state.max_request_headers
+        if count + envoy_wire.ROUTER_HEADER_ROOM > limit:
+            room = limit - envoy_wire.ROUTER_HEADER_ROOM
+            raise TooManyHeaders(
+                f"the request has {count} headers (with Envoy's own); at most {room} fit "
+                f"in the limit of {limit} (limits.max_request_headers) beside the "
+                f"{envoy_wire.ROUTER_HEADER_ROOM} the router adds"
+            )
         self._subset = subset_hint(msg)
         understood = understand_head(head)
         if isinstance(understood, InferenceRequest):

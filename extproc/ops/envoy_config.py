@@ -94,6 +94,7 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         FAILURE_MODE_ALLOW="true" if config.failure_mode is FailureMode.OPEN else "false",
         MESSAGE_TIMEOUT=f"{config.envoy.message_timeout_ms / 1000:.3f}s",
         MAX_BODY_BYTES=limit,
+        MAX_REQUEST_HEADERS=config.limits.max_request_headers,
         GRPC_MAX_MESSAGE_BYTES=config.limits.grpc_max_message_bytes,
         STRIP_ROUTING_HEADERS_EARLY=_removals(ROUTING_HEADERS, 14),
         STRIP_ROUTING_HEADERS=_removals(ROUTING_HEADERS, 16),

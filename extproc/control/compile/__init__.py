@@ -115,6 +115,7 @@ def router_state(compiled: CompiledRouting, snapshot: Snapshot | None) -> Router
         ruleset=compiled.ruleset,
         max_body_bytes=limits.max_body_bytes,
         max_json_depth=limits.max_json_depth,
+        max_request_headers=limits.max_request_headers,
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType
+from extproc.core.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType, shown
 from extproc.core.request import RequestHead
 
 _JSON_TYPES = frozenset({"application/json"})
@@ -59,13 +59,17 @@ def check_content_headers(head: RequestHead, *, also: frozenset[str] = frozenset
     if not mtype:
         raise UnsupportedMediaType("content-type header is required (application/json)")
     if mtype not in _JSON_TYPES and mtype not in also:
-        raise UnsupportedMediaType(f"content-type {mtype!r} is not supported; use application/json")
+        raise UnsupportedMediaType(
+            f"content-type {shown(mtype)} is not supported; use application/json"
+        )
     charset = params.get("charset")
     if charset is not None and charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"charset {charset!r} is not supported; use utf-8")
+        raise UnsupportedMediaType(f"charset {shown(charset)} is not supported; use utf-8")
     coding = head.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("identity", "gzip", ""):
-        raise UnsupportedMediaType(f"content-encoding {coding!r} is not supported (identity, gzip)")
+        raise UnsupportedMediaType(
+            f"content-encoding {shown(coding)} is not supported (identity, gzip)"
+        )
 
 
 def declared_length(head: RequestHead) -> int | None:
