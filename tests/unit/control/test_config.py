@@ -182,3 +182,29 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     assert info.value.source == str(routes)
     assert info.value.problems[0].startswith("line 3, column 1: not valid YAML")
     assert "<unicode string>" not in str(info.value)
+
+
+def test_did_you_mean_at_every_depth_and_dotted_model_names() -> None:
+    found = problems(
+        "models:\n"
+        "  org.chat/v1:\n"
+        "    protocl: openai\n"
+        "    versions: ['1']\n"
+        "envoy: {listen_prot: 1}\n"
+    )
+    assert "line 3: models.org.chat/v1.protocl: unknown key; did you mean 'protocol'?" in found
+    assert "line 5: envoy.listen_prot: unknown key; did you mean 'listen_port'?" in found
+
+
+def test_last_good_round_trip(tmp_path: Path) -> None:
+    from extproc.control.last_good import load_last_good, save_last_good
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("models: {m: {protocol: openai, versions: ['1']}}\n")
+    kept = tmp_path / "state" / "last-good.yaml"
+    save_last_good(kept, load_routing(routes))
+    routes.write_text("models: [broken")
+    compiled = load_last_good(kept, routes)
+    assert set(compiled.config.models) == {"m"} and compiled.source == str(routes)
+    with pytest.raises(ConfigError):
+        load_last_good(tmp_path / "none.yaml", routes)
