@@ -47,6 +47,7 @@ def routes(a: str, b: str, ports: list[int], args: argparse.Namespace) -> str:
         f"envoy: {{listen_port: {listen}, admin_port: {admin},"
         f" message_timeout_ms: {args.message_timeout_ms}}}\n"
         f"failure_mode: {args.mode}\n"
+        f"limits: {{max_concurrent_large_bodies: {args.large_limit}}}\n"
         "models:\n"
         f"  chat-a: {{protocol: openai, versions: ['1']{native}}}\n"
         "  chat-b: {protocol: openai, versions: ['1']}\n"
@@ -168,6 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "mode": args.mode,
             "message_timeout_ms": args.message_timeout_ms,
+            "max_concurrent_large_bodies": args.large_limit,
             "seconds": args.seconds,
             "cpu_s": cpu,
             "router_mean_ms": {
@@ -200,6 +202,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=900_000)
     ap.add_argument("--mode", choices=["closed", "open"], default="closed")
     ap.add_argument("--message-timeout-ms", type=int, default=1000)
+    ap.add_argument(
+        "--large-limit",
+        type=int,
+        default=8,
+        help="limits.max_concurrent_large_bodies (0: no bound)",
+    )
     ap.add_argument("--small-rate", type=int, default=20, help="small requests per second")
     ap.add_argument(
         "--small-native",

@@ -42,6 +42,8 @@ STARTUP_ONLY = (
     "listener.unix_socket_dir",
     "limits.max_body_bytes",
     "limits.max_request_headers",
+    "limits.large_body_bytes",
+    "limits.max_concurrent_large_bodies",
     "failure_mode",
     "envoy",
 )

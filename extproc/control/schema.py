@@ -122,6 +122,11 @@ class LimitsConfig(_Strict):
     """Largest request body (bytes on the wire, and inflated size of a gzip body)."""
     max_json_depth: Annotated[int, Field(ge=8, le=1000)] = DEFAULT_MAX_DEPTH
     """Deepest JSON nesting accepted in a body (deeper is a 400)."""
+    large_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    """Bodies this large (by ``content-length``) count against ``max_concurrent_large_bodies``."""
+    max_concurrent_large_bodies: Annotated[int, Field(ge=0, le=10000)] = 8
+    """Large bodies one router worker reads at once; more wait (at most half of
+    ``envoy.message_timeout_ms``) before their body is sent, then get a JSON 429. 0: no bound."""
     max_request_headers: Annotated[int, Field(ge=32, le=10000)] = 100
     """Envoy's limit on a request's headers (its own and the router's included): over it,
     a JSON 431 ``request_headers_too_large``."""

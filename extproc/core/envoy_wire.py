@@ -85,6 +85,7 @@ def immediate(err: RouterError) -> ep.ProcessingResponse:
                 set_headers=[
                     _set("content-type", "application/json"),
                     _set(ERROR_HEADER, err.type),
+                    *([_set("retry-after", "1")] if err.status == 429 else []),
                 ]
             ),
             body=error_body(err),
@@ -205,6 +206,14 @@ class ResponseCache:
 def continue_headers() -> ep.ProcessingResponse:
     """Let the headers through unchanged; Envoy sends the buffered body next."""
     return ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+
+
+def continue_unchecked() -> ep.ProcessingResponse:
+    """Let the request continue on the route it matched, without sending the body here
+    (``failure_mode: open``: its own model's fail-open route, marked as such)."""
+    resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+    resp.mode_override.CopyFrom(_SKIP_BODY)
+    return resp
 
 
 def passthrough(kind: str) -> ep.ProcessingResponse:

@@ -89,6 +89,8 @@ class Outcome:
     rule: RuleMatch | None = None
     """The content rule that applied, if any."""
     rewrite: Rewrite | None = None
+    passed: bool = False
+    """Let through unchecked (shed under load with ``failure_mode: open``)."""
 
     @property
     def status(self) -> int:
@@ -175,6 +177,13 @@ class RequestFlow:
             return self._fail(err)
         # Anything else (trailers, response phases, a body we did not ask for) passes.
         return envoy_wire.passthrough(kind or "request_headers")
+
+    def let_pass(self) -> ep.ProcessingResponse:
+        """Let the request continue unchecked on the route Envoy matched (the router
+        sheds it; with ``failure_mode: open`` that is the model's own fail-open route)."""
+        self.phase = Phase.DONE
+        self.outcome.passed = True
+        return envoy_wire.continue_unchecked()
 
     def fail(self, err: RouterError) -> ep.ProcessingResponse:
         """Answer with ``err`` (used by the pump for unexpected failures too)."""

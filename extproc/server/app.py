@@ -26,13 +26,14 @@ from prometheus_client import CollectorRegistry
 from extproc.control.compile import CompiledRouting
 from extproc.control.last_good import save_last_good
 from extproc.control.reload import Reloader
+from extproc.control.schema import FailureMode
 from extproc.control.xds.ads import AdsServicer
 from extproc.control.xds.cache import ResourceCache
 from extproc.control.xds.publisher import XdsPublisher
 from extproc.core.flow import RouterState
 from extproc.server.health import HealthReporter
 from extproc.server.metrics import Metrics, serve_metrics
-from extproc.server.pump import CurrentState, ExternalProcessor
+from extproc.server.pump import CurrentState, ExternalProcessor, LargeBodyGate
 
 log = logging.getLogger("extproc.server")
 
@@ -224,8 +225,15 @@ class Server:
         # The first state exists before the registry syncs (it answers 503 until then).
         self._current = CurrentState(self.reloader.prepare())
         self.metrics.staleness.set_function(lambda: self.reloader.registry.staleness_s)
+        config = self.compiled.config
+        gate = LargeBodyGate(
+            config.limits.large_body_bytes,
+            config.limits.max_concurrent_large_bodies,
+            wait_s=config.envoy.message_timeout_ms / 2000,
+            fail_open=config.failure_mode is FailureMode.OPEN,
+        )
         ep_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self._current, self.metrics), self._grpc
+            ExternalProcessor(self._current, self.metrics, gate), self._grpc
         )
         await self._grpc.start()
         await self.health.set_ready(False)

@@ -39,7 +39,7 @@ class Metrics:
         ns = "model_router"
         self.requests = Counter(
             f"{ns}_requests",
-            "Requests handled, by model and outcome (routed, rejected, failed).",
+            "Requests handled, by model and outcome (routed, rejected, failed, shed).",
             ["model", "outcome"],
             registry=registry,
         )
@@ -158,7 +158,7 @@ class Metrics:
         err = outcome.error
         if err is None:
             model = outcome.model or NO_MODEL
-            result = "routed"
+            result = "shed" if outcome.passed else "routed"
         else:
             model = outcome.model or UNREGISTERED
             result = "failed" if err.status >= 500 else "rejected"

@@ -1,11 +1,13 @@
 """Fault suite, a flood of big bodies: concurrent ~900 KB chat bodies for a bounded time
 while small requests for every kind of model keep coming.
 
-Closed mode: every answer is a 200 from the request's own model or a JSON error (a 504
-``router_timeout`` when the router could not answer in time), never anything else.
-Open mode: what the router did not answer in time continues on the route it first
+Small requests never fail. Closed mode: a big one is a 200 from its own model or a JSON
+error (a 429 ``overloaded`` when more large bodies than the router reads at once waited
+too long, a 504 ``router_timeout`` if the router could not answer in time), never
+anything else. Open mode: what the router does not check continues on the route it first
 matched, its own model's (the wrong-model route is gone): every request is served by
-its own model, big and small, with no error.
+its own model, big and small, with no error; skipped then are the router's checks
+(protocol, spec, content rules, capabilities) for those big ones, as README says.
 """
 
 from __future__ import annotations
@@ -75,10 +77,13 @@ async def test_big_body_flood(
     everything = big + small.counts
     assert not [k for k in everything if k.startswith("bad:")], everything  # no wrong model
     assert big["ok"] > 0 and small.ok() > 0, everything
-    if mode == "open":
+    # Small requests are never the ones that fail: the large-body gate keeps the
+    # connection to the router and its event loop for them.
+    assert not small.errors(), small.counts
+    if mode == "open":  # big ones the gate turned away continue on their own model's route
         assert set(everything) == {"ok"}, everything
-    else:
-        assert set(everything) <= {"ok", "json-504-router_timeout"}, everything
+    else:  # big ones the gate turned away get a JSON 429 (Retry-After: 1)
+        assert set(big) <= {"ok", "json-429-overloaded", "json-504-router_timeout"}, big
     # The big bodies' own model served them all, and no other request.
     served = [r for r in large.received if r.method == "POST"]
     assert len(served) == big["ok"] < large.received.maxlen  # type: ignore[operator]
