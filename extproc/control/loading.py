@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -129,12 +128,10 @@ def _inner_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     container = origin in (tuple, list, dict) or (
         isinstance(origin, type) and issubclass(origin, Mapping)
     )
-    for arg in typing.get_args(annotation):
+    for arg in typing.get_args(annotation):  # Optional, Annotated, tuple[...], Mapping[...]
         inner, nested = _inner_model(arg)
         if inner is not None:
             return inner, container or nested
-    if origin in (typing.Union, types.UnionType, typing.Annotated):
-        return None, False
     return None, False
 
 
