@@ -41,9 +41,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
+def _line(problem: str) -> int:
+    head, _, _ = problem.partition(":")
+    number = head.removeprefix("line ").split(",")[0]
+    return int(number) if head.startswith("line ") and number.isdigit() else 0
+
+
 def _fail(exc: ConfigError) -> NoReturn:
+    """Every problem, in the order of the file's lines, and exit 1."""
     click.echo(f"{exc.source}: invalid routing file", err=True)
-    for problem in exc.problems:
+    for problem in sorted(exc.problems, key=_line):
         click.echo(f"  {problem}", err=True)
     sys.exit(1)
 
