@@ -155,7 +155,7 @@ async def test_up_restarts_a_killed_router_and_keeps_envoy(
     load = Load(url, ROUTER_CALLS).start()
     try:
         await eventually(lambda: load.ok() >= 50, what="load flowing")
-        router = next(p for p in children if "serve" in _cmdline(p))
+        router = next(p for p in children if " serve " in _cmdline(p))
         envoy = next(p for p in children if p != router)
         os.kill(router, signal.SIGKILL)
         await eventually(lambda: up.said("router is back"), what="up restarts the router")
@@ -217,7 +217,7 @@ def _append(path: Path, text: str) -> None:
 
 
 def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
 
 def _yaml(path: Path) -> dict[str, Any]:
@@ -359,3 +359,31 @@ async def test_reload_storm_of_valid_and_broken_files_loses_no_request(
     for _ in range(10):  # the last file written was broken: the last good one serves
         r = await client.post(stack.url + "/v1/chat/completions", json=CHAT)
         assert r.status_code == 200
+
+
+async def test_up_with_workers_restarts_envoy_and_the_supervisor(
+    up_routes: Path, up_factory: list[Up], client: httpx.AsyncClient
+) -> None:
+    """``up --workers 2``: Envoy killed, then the whole router (its supervisor) killed;
+    ``up`` starts each again and requests are served after each."""
+    up = Up(up_routes, "--workers", "2")
+    up_factory.append(up)
+    await up.start()
+    await eventually(lambda: up.said("Ctrl-C stops both"), timeout=120, what="up started")
+    assert up.said("router    worker 1: grpc")
+    url = up.value("envoy")
+    assert up.proc is not None
+
+    async def serves() -> bool:
+        r = await client.post(url + "/v1/chat/completions", json=CHAT)
+        return r.status_code == 200
+
+    await eventually(serves)
+    for name, is_router in (("envoy", False), ("router", True)):
+        children = _child_pids(up.proc.pid)
+        victim = next(p for p in children if (" serve " in _cmdline(p)) == is_router)
+        os.kill(victim, signal.SIGKILL)
+        await eventually(lambda name=name: up.said(f"{name} is back"), timeout=120)
+        assert up.said(f"{name} exited (killed by SIGKILL)")
+        await eventually(serves)
+    assert await up.stop() == 0
