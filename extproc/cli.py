@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.errors import ConfigError
-from extproc.control.reload import load_routing
+from extproc.control.last_good import load_last_good
+from extproc.control.reload import check_routing_file, load_routing
 from extproc.server import logs
 
 T = TypeVar("T")
@@ -39,15 +41,48 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _load_or_exit(path: Path) -> CompiledRouting:
-    """The routing file loaded and compiled, or every problem printed and exit 1."""
+def _line(problem: str) -> int:
+    head, _, _ = problem.partition(":")
+    number = head.removeprefix("line ").split(",")[0]
+    return int(number) if head.startswith("line ") and number.isdigit() else 0
+
+
+def _fail(exc: ConfigError) -> NoReturn:
+    """Every problem, in the order of the file's lines, and exit 1."""
+    click.echo(f"{exc.source}: invalid routing file", err=True)
+    for problem in sorted(exc.problems, key=_line):
+        click.echo(f"  {problem}", err=True)
+    sys.exit(1)
+
+
+def _load_or_exit(path: Path, *, resolve: bool = False) -> CompiledRouting:
+    """The routing file loaded and compiled (with ``resolve``, its endpoints' hostnames
+    resolved too), or every problem printed and exit 1."""
+    try:
+        return run(check_routing_file(path)) if resolve else load_routing(path)
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def _load_or_last_good(path: Path, last_good: Path | None) -> CompiledRouting:
+    """The routing file; if it does not load and a last good one is kept, that one
+    (logged with why); else every problem printed and exit 1."""
     try:
         return load_routing(path)
     except ConfigError as exc:
-        click.echo(f"{exc.source}: invalid routing file", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+        if last_good is None or not last_good.exists():
+            _fail(exc)
+        try:
+            compiled = load_last_good(last_good, path)
+        except ConfigError:
+            _fail(exc)
+        logging.getLogger("extproc.cli").error(
+            "routing file %s does not load (%s); starting on the last good one, kept at %s",
+            path,
+            "; ".join(exc.problems),
+            last_good,
+        )
+        return compiled
 
 
 @click.group()
@@ -60,41 +95,64 @@ def main() -> None:
 @CONFIG_OPTION
 @click.option("--workers", type=int, default=None, help="Worker processes (default: routing file).")
 @click.option("--worker-index", type=int, default=None, hidden=True)
+@click.option(
+    "--last-good",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Keep every accepted routing file here; start on it when the file does not load "
+    "(--workers: the supervisor keeps one by default).",
+)
 @click.option("--log-level", default="info", show_default=True)
-def serve(config_path: Path, workers: int | None, worker_index: int | None, log_level: str) -> None:
+def serve(
+    config_path: Path,
+    workers: int | None,
+    worker_index: int | None,
+    last_good: Path | None,
+    log_level: str,
+) -> None:
     """Run the ext_proc gRPC server (N workers on ports port..port+N-1)."""
     # Before grpc is imported (workers inherit it): do socket I/O in grpc.aio's poller
     # thread instead of separate EventEngine threads, one thread hop fewer per message
     # (measured: about a third less router CPU per request at 500 req/s). Set
     # GRPC_EXPERIMENTS yourself to override; re-measure on grpcio upgrades.
     os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
-    compiled = _load_or_exit(config_path)
+    index = worker_index or 0
+    logs.setup(log_level, worker=index)
+    compiled = _load_or_last_good(config_path, last_good)
     config = compiled.config
     n = workers or config.listener.workers
     if worker_index is None and n > 1:
         from extproc.ops.supervisor import Supervisor
 
-        logs.setup(log_level)
         sup = Supervisor(
-            config_path, n, grace_s=config.listener.grace_period_s, log_level=log_level
+            config_path,
+            n,
+            grace_s=config.listener.grace_period_s,
+            log_level=log_level,
+            last_good=last_good,
         )
         sys.exit(run(sup.run()))
-    from extproc.server.app import Server
+    from extproc.server.app import EXIT_PORT_IN_USE, ListenError, Server
 
-    index = worker_index or 0
     if config.listener.pin_cpu and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})  # before grpc starts threads
-    logs.setup(log_level, worker=index)
-    server = Server(compiled, config_path=config_path, worker=index)
-    run(server.serve())
+    server = Server(compiled, config_path=config_path, worker=index, last_good=last_good)
+    try:
+        run(server.serve())
+    except ConfigError as exc:  # e.g. an endpoint's hostname that does not resolve
+        _fail(exc)
+    except ListenError as exc:
+        click.echo(f"model-router serve (worker {index}): {exc}", err=True)
+        sys.exit(EXIT_PORT_IN_USE)
 
 
 @main.command("check-config")
 @click.argument("path", type=click.Path(path_type=Path))
 def check_config(path: Path) -> None:
-    """Validate a routing file; print every problem with its key path and line."""
-    config = _load_or_exit(path).config
+    """Validate a routing file (and resolve its endpoints' hostnames); print every problem
+    with its key path and line."""
+    config = _load_or_exit(path, resolve=True).config
     deps = len(config.deployments)
     eps = sum(len(d.endpoints) for d in config.deployments)
     click.echo(f"{path}: ok ({len(config.models)} models, {deps} deployments, {eps} endpoints)")
@@ -139,18 +197,30 @@ def explain(
             click.echo(f"explain --router {router_url}: {exc}", err=True)
             sys.exit(1)
     else:
-        result = run(explain_request(compiled, method, http_path, hdrs, body))
+        try:
+            result = run(explain_request(compiled, method, http_path, hdrs, body))
+        except ConfigError as exc:  # e.g. an endpoint's hostname that does not resolve
+            _fail(exc)
     click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 
 @main.command()
 @CONFIG_OPTION
+@click.option("--workers", type=int, default=None, help="Router workers (default: routing file).")
 @click.option("--log-level", default="warning", show_default=True)
-def up(config_path: Path, log_level: str) -> None:
-    """Run the router and Envoy together (Envoy config rendered from the shipped template)."""
+def up(config_path: Path, workers: int | None, log_level: str) -> None:
+    """Run the router and Envoy together (Envoy config rendered from the shipped template).
+
+    A router that dies is restarted while Envoy keeps running (its failure mode covers
+    the gap); Ctrl-C or SIGTERM stops both."""
     from extproc.ops.stack import run_up
 
-    config = _load_or_exit(config_path).config
+    config = _load_or_exit(config_path, resolve=True).config
+    if workers is not None:
+        if not 1 <= workers <= 64:
+            raise click.BadParameter("must be between 1 and 64", param_hint="--workers")
+        listener = config.listener.model_copy(update={"workers": workers})
+        config = config.model_copy(update={"listener": listener})
     logs.setup(log_level, json=False)
     sys.exit(run(run_up(config, config_path, log_level)))
 

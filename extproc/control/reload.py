@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from extproc.control.compile import CompiledRouting, compile_routing, router_state
 from extproc.control.errors import ConfigError
-from extproc.control.loading import load_config
+from extproc.control.loading import Document, locate, parse_document, read_text
+from extproc.control.net import Resolver
 from extproc.control.registry import Registry, RegistryInputs, make_registry
+from extproc.control.registry.static import build_snapshot
 from extproc.control.schema import Config
 from extproc.core.flow import RouterState
 from extproc.core.signals import SignalBoard
@@ -38,6 +42,9 @@ STARTUP_ONLY = (
     "listener.pin_cpu",
     "listener.unix_socket_dir",
     "limits.max_body_bytes",
+    "limits.max_request_headers",
+    "limits.large_body_bytes",
+    "limits.max_concurrent_large_bodies",
     "failure_mode",
     "envoy",
 )
@@ -74,9 +81,55 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size)
 
 
+def _compile_document(doc: Document, text: str, source: str) -> CompiledRouting | None:
+    """``doc`` compiled; its problems and the compile step's, with lines, in ``doc``."""
+    try:
+        return replace(compile_routing(doc.config, source), text=text)
+    except ConfigError as exc:
+        doc.problems.extend(p for p in locate(exc.problems, doc.root) if p not in doc.problems)
+        return None
+
+
+def compile_text(text: str, source: str) -> CompiledRouting:
+    """Parse and compile routing-file ``text`` (``source``: its path, which ``spec_files``
+    are relative to); :class:`ConfigError` lists every problem of every step, with lines."""
+    doc = parse_document(text, source)
+    compiled = _compile_document(doc, text, source)
+    if doc.problems or compiled is None:
+        raise ConfigError(source, doc.problems)
+    return compiled
+
+
+_DEPLOYMENT = re.compile(r"^deployments\[(\d+)\]")
+
+
+async def check_routing_file(path: Path) -> CompiledRouting:
+    """Everything ``check-config`` checks, in one run: :func:`load_routing`'s problems and
+    the endpoints' hostnames, resolved as the static registry will (Consul's endpoints
+    are resolved as they come); :class:`ConfigError` with every problem and its line."""
+    text, source = read_text(path), str(path)
+    doc = parse_document(text, source)
+    compiled = _compile_document(doc, text, source)
+    if doc.config.registry.type == "static":
+        config = doc.config
+        inputs = RegistryInputs(source, dict(config.models), config.deployments, frozenset())
+        try:
+            await build_snapshot(inputs, Resolver())
+        except ConfigError as exc:
+            index = doc.deployment_index  # back to the file's numbering
+            found = [
+                _DEPLOYMENT.sub(lambda m: f"deployments[{index[int(m[1])]}]", p)
+                for p in exc.problems
+            ]
+            doc.problems.extend(locate(found, doc.root))
+    if doc.problems or compiled is None:
+        raise ConfigError(source, doc.problems)
+    return compiled
+
+
 def load_routing(path: Path) -> CompiledRouting:
     """Load and compile a routing file (blocking: reads files)."""
-    return compile_routing(load_config(path), str(path))
+    return compile_text(read_text(path), str(path))
 
 
 class Reloader:
@@ -89,6 +142,7 @@ class Reloader:
         path: Path | None,
         on_state: StateListener,
         on_reload: Callable[[str], None] = lambda result: None,
+        on_accepted: Callable[[CompiledRouting], None] = lambda compiled: None,
         watch_interval_s: float = 1.0,
         signals: SignalBoard | None = None,
     ) -> None:
@@ -99,6 +153,7 @@ class Reloader:
         self.watch_interval_s = watch_interval_s
         self._on_state = on_state
         self._on_reload = on_reload
+        self._on_accepted = on_accepted
         self._registry: Registry | None = None
         self._lock = asyncio.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -152,12 +207,17 @@ class Reloader:
         if self._registry is not None:
             await self._registry.stop()
 
-    async def reload(self) -> bool:
-        """Load the routing file again; keep the current one if the new one is refused."""
+    async def reload(self, *, only_if_changed: bool = False) -> bool:
+        """Load the routing file again; keep the current one if the new one is refused.
+        ``only_if_changed`` (the file watch): skip it if a reload (SIGHUP) already read
+        the file as it is now, so one edit is loaded, and counted, once."""
         if self.path is None:
             return False
         async with self._lock:
-            self._stamp = _file_stamp(self.path)  # the watcher must not load it twice
+            stamp = _file_stamp(self.path)
+            if only_if_changed and stamp == self._stamp:
+                return False
+            self._stamp = stamp  # the watcher must not load it twice
             old = self.registry
             snap = old.snapshot
             generation = snap.generation + 1 if snap is not None else 0
@@ -185,6 +245,7 @@ class Reloader:
             self._registry = registry
             self._on_state(router_state(compiled, registry.snapshot, self.signals), compiled)
             self._on_reload("success")
+            self._on_accepted(compiled)
             log.info("routing file reloaded", extra={"generation": generation})
             if registry is not old:
                 await old.stop()
@@ -205,4 +266,4 @@ class Reloader:
                 if again == stamp:
                     break
                 stamp = again
-            await self.reload()
+            await self.reload(only_if_changed=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from extproc.control.net import is_ip, join_host_port
-from extproc.core.protocols import kserve_v2
 from extproc.core.protocols.json_body import DEFAULT_MAX_DEPTH
 from extproc.core.request import ProtocolName
 
@@ -79,6 +79,12 @@ class EnvoyConfig(_Strict):
     admin_port: Annotated[int, Field(ge=1, le=65535)] = 9901
     message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
     route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
+    """A whole response may take this long (streamed generations): every model's default
+    ``timeouts.total_s``."""
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+    """Every model's default ``timeouts.connect_s``."""
+    first_byte_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    """Every model's default ``timeouts.first_byte_s``."""
     stream_idle_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 300
     retry_on: tuple[str, ...] = ("connect-failure", "refused-stream", "reset")
     """When Envoy tries the next endpoint (the router's fallbacks, then any other of the
@@ -116,6 +122,14 @@ class LimitsConfig(_Strict):
     """Largest request body (bytes on the wire, and inflated size of a gzip body)."""
     max_json_depth: Annotated[int, Field(ge=8, le=1000)] = DEFAULT_MAX_DEPTH
     """Deepest JSON nesting accepted in a body (deeper is a 400)."""
+    large_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    """Bodies this large (by ``content-length``) count against ``max_concurrent_large_bodies``."""
+    max_concurrent_large_bodies: Annotated[int, Field(ge=0, le=10000)] = 8
+    """Large bodies one router worker reads at once; more wait (at most half of
+    ``envoy.message_timeout_ms``) before their body is sent, then get a JSON 429. 0: no bound."""
+    max_request_headers: Annotated[int, Field(ge=32, le=10000)] = 100
+    """Envoy's limit on a request's headers (its own and the router's included): over it,
+    a JSON 431 ``request_headers_too_large``."""
 
     @property
     def grpc_max_message_bytes(self) -> int:
@@ -334,11 +348,34 @@ class ModelSchedulingConfig(_Strict):
         return self
 
 
+class TimeoutsConfig(_Strict):
+    """How long Envoy waits for one of a model's servers; unset: the ``envoy`` defaults."""
+
+    connect_s: Annotated[float, Field(gt=0, le=600)] | None = None
+    """TCP connect to an endpoint (a refused or unreachable one: the next is tried)."""
+    first_byte_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """From the request sent to the response's headers, per attempt (Envoy's
+    ``per_try_timeout``): a hung server gets a JSON 504 after this long. Streamed responses
+    send headers at once; a non-streamed generation must finish within it."""
+    total_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """The whole response, streamed body included (Envoy's route ``timeout``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """A model's effective timeouts, in seconds."""
+
+    connect_s: float
+    first_byte_s: float
+    total_s: float
+
+
 class ModelConfig(_Strict):
     protocol: ProtocolName
     versions: Annotated[tuple[str, ...], Field(min_length=1)]
     scheduling: ModelSchedulingConfig | None = None
     objective: ObjectiveConfig | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     native: bool | Literal["auto"] = "auto"
     """Whether Envoy routes this model's requests itself, without the router (README:
     "Native routing"): ``auto`` where that gives the router's answer (KServe-path and
@@ -453,7 +490,8 @@ class DeploymentConfig(_Strict):
 
 
 class Config(_Strict):
-    """The whole routing file."""
+    """The whole routing file. References between its sections (a deployment's model and
+    version, profile names) are checked by :mod:`extproc.control.loading`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -484,36 +522,16 @@ class Config(_Strict):
     rules: tuple[Any, ...] = ()
     """Content rules, evaluated in order; the first that matches applies (docs/rules.md)."""
 
-    @model_validator(mode="after")
-    def _cross_check(self) -> Config:
-        problems: list[str] = []
-        if not self.models:
-            problems.append("models: declare at least one model")
-        seen: set[str] = set()
-        for i, dep in enumerate(self.deployments):
-            where = f"deployments[{i}]"
-            if dep.name in seen:
-                problems.append(f"{where}.name: duplicate deployment name {dep.name!r}")
-            seen.add(dep.name)
-            model = self.models.get(dep.model)
-            if model is None:
-                problems.append(f"{where}.model: {dep.model!r} is not declared under models")
-            elif dep.version not in model.versions:
-                problems.append(
-                    f"{where}.version: {dep.version!r} is not one of model "
-                    f"{dep.model!r} versions {list(model.versions)}"
-                )
-        for name, m in self.models.items():
-            suffix = kserve_v2.reserved_suffix(name) if m.protocol == "kserve_v2" else None
-            if suffix is not None:
-                problems.append(
-                    f"models.{name}: a KServe v2 model name cannot end in {suffix!r}: "
-                    f"/v2/models/{name}... would be read as model "
-                    f"{name[: -len(suffix)]!r} with that suffix"
-                )
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
+    def timeouts_of(self, model: str | None) -> Timeouts:
+        """``model``'s timeouts (None, or a Consul-only model: the ``envoy`` defaults)."""
+        envoy = self.envoy
+        declared = self.models.get(model) if model is not None else None
+        own = declared.timeouts if declared is not None else TimeoutsConfig()
+        return Timeouts(
+            connect_s=own.connect_s or envoy.connect_timeout_s,
+            first_byte_s=own.first_byte_s or envoy.first_byte_timeout_s,
+            total_s=own.total_s or float(envoy.route_timeout_s),
+        )
 
     def worker_ports(self) -> list[int]:
         return [self.listener.port + i for i in range(self.listener.workers)]

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from extproc.core.errors import InvalidRequest
+from extproc.core.errors import InvalidRequest, shown
 
 _ITEM = re.compile(r"^\s*([A-Za-z0-9_.-]{1,63})\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
 _NUMERIC: dict[str, Callable[[float, float], bool]] = {
@@ -60,7 +60,7 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
         m = _ITEM.match(item)
         if m is None:
             raise InvalidRequest(
-                f"{source} item {item.strip()!r} is not key=value (or key>=number, ...)",
+                f"{source} item {shown(item.strip())} is not key=value (or key>=number, ...)",
                 header=source or None,
             )
         key, op, value = m.groups()
@@ -69,7 +69,8 @@ def parse(raw: str, *, source: str = "x-model-capabilities") -> Requirements:
                 float(value)
             except ValueError:
                 raise InvalidRequest(
-                    f"{source} item {item.strip()!r}: {op} needs a number", header=source or None
+                    f"{source} item {shown(item.strip())}: {op} needs a number",
+                    header=source or None,
                 ) from None
         out.append(Requirement(key, op, value))
     return tuple(out)

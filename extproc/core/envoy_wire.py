@@ -66,6 +66,9 @@ ROUTING_HEADERS = (
     BUDGET_RISK_HEADER,
 )
 """Every header that steers or describes routing; clients' copies are stripped by Envoy."""
+ROUTER_HEADER_ROOM = len(ROUTING_HEADERS) + 2
+"""Headers a routing answer may add: the routing headers, and a rewrite's
+``content-length`` and ``x-model``/``x-model-version``."""
 
 _CLUSTER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -268,6 +271,14 @@ class ResponseCache:
 def continue_headers() -> ep.ProcessingResponse:
     """Let the headers through unchanged; Envoy sends the buffered body next."""
     return ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+
+
+def continue_unchecked() -> ep.ProcessingResponse:
+    """Let the request continue on the route it matched, without sending the body here
+    (``failure_mode: open``: its own model's fail-open route, marked as such)."""
+    resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+    resp.mode_override.CopyFrom(_SKIP_BODY)
+    return resp
 
 
 def passthrough(kind: str) -> ep.ProcessingResponse:

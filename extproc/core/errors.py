@@ -26,6 +26,12 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
 
 
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 40] + f"... ({len(text) - MAX_MESSAGE_CHARS + 40} more)"
+
+
 class RouterError(Exception):
     """Base class: a request that cannot be routed, with the status to answer."""
 
@@ -35,9 +41,10 @@ class RouterError(Exception):
     def __init__(
         self, message: str, *, field: str | None = None, header: str | None = None
     ) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = _bounded(field) if field is not None else None
         self.header = header
         """The request header the problem is about (``content-type``, ``x-model``...)."""
 
@@ -106,6 +113,13 @@ class UnsupportedEndpoint(RouterError):
 
     status = 404
     type = "unsupported_endpoint"
+
+
+class TooManyHeaders(RouterError):
+    """More request headers than Envoy's limit leaves room for (the router's own too)."""
+
+    status = 431
+    type = "request_headers_too_large"
 
 
 class NoHealthyDeployment(RouterError):

@@ -26,6 +26,7 @@ from extproc.core.errors import (
     NoHealthyDeployment,
     RouterError,
     Shed,
+    TooManyHeaders,
 )
 from extproc.core.protocols import (
     NeedsBody,
@@ -64,6 +65,10 @@ class RouterState:
     max_json_depth: int
     signals: SignalBoard = field(default_factory=SignalBoard, compare=False)
     """Live load, latency and in-flight counts (the same board across states)."""
+    max_request_headers: int = 100
+    """Envoy's header-count limit (``limits.max_request_headers``): a request whose
+    headers and the router's own would exceed it is answered 431 here (Envoy would
+    refuse the router's answer with an empty 500)."""
     responses: ResponseCache = field(default_factory=ResponseCache, compare=False)
 
     def __repr__(self) -> str:
@@ -100,6 +105,8 @@ class Outcome:
     """The request's priority class, once read (admission)."""
     answered: str | None = None
     """The server endpoint the router answered itself (``kserve_server_ready``...)."""
+    passed: bool = False
+    """Let through unchecked (shed under load with ``failure_mode: open``)."""
 
     @property
     def status(self) -> int:
@@ -189,6 +196,13 @@ class RequestFlow:
         # Anything else (trailers, response phases, a body we did not ask for) passes.
         return envoy_wire.passthrough(kind or "request_headers")
 
+    def let_pass(self) -> ep.ProcessingResponse:
+        """Let the request continue unchecked on the route Envoy matched (the router
+        sheds it; with ``failure_mode: open`` that is the model's own fail-open route)."""
+        self.phase = Phase.DONE
+        self.outcome.passed = True
+        return envoy_wire.continue_unchecked()
+
     def fail(self, err: RouterError) -> ep.ProcessingResponse:
         """Answer with ``err`` (used by the pump for unexpected failures too)."""
         return self._fail(err)
@@ -243,6 +257,15 @@ class RequestFlow:
     def _on_headers(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse:
         headers = msg.request_headers
         head = self._head = parse_head(headers)
+        count = len(headers.headers.headers)
+        limit = self._state.max_request_headers
+        if count + envoy_wire.ROUTER_HEADER_ROOM > limit:
+            room = limit - envoy_wire.ROUTER_HEADER_ROOM
+            raise TooManyHeaders(
+                f"the request has {count} headers (with Envoy's own); at most {room} fit "
+                f"in the limit of {limit} (limits.max_request_headers) beside the "
+                f"{envoy_wire.ROUTER_HEADER_ROOM} the router adds"
+            )
         self._subset = subset_hint(msg)
         understood = understand_head(head)
         if isinstance(understood, ServerCall):

@@ -10,6 +10,8 @@ everything. Exits 0 only if every request landed where the router said.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,6 +187,10 @@ async def run_demo(registry: str = "static") -> int:
         if agent is not None:
             await agent.stop()
         print("stopped Envoy, router, model servers" + (" and Consul." if agent else "."))
+        if failures or sys.exc_info()[0] is not None:
+            print(f"logs kept in {workdir}")
+        else:  # the routing file, logs and Consul's data dir (tens of MB) go away
+            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0
 
 

@@ -139,6 +139,7 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         FAILURE_MODE_ALLOW="true" if config.failure_mode is FailureMode.OPEN else "false",
         MESSAGE_TIMEOUT=f"{config.envoy.message_timeout_ms / 1000:.3f}s",
         MAX_BODY_BYTES=limit,
+        MAX_REQUEST_HEADERS=config.limits.max_request_headers,
         GRPC_MAX_MESSAGE_BYTES=config.limits.grpc_max_message_bytes,
         STRIP_ROUTING_HEADERS_EARLY=_removals(ROUTING_HEADERS, 14),
         STRIP_ROUTING_HEADERS=_removals(ROUTING_HEADERS, 16),
@@ -147,5 +148,5 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
         ROUTER_ACCESS_LOG_CLUSTERS="".join(
             _access_log_cluster(i, e) for i, (_, e) in enumerate(decided)
         ),
-        LOCAL_REPLY_MAPPERS=render_mappers(limit),
+        LOCAL_REPLY_MAPPERS=render_mappers(limit, config.limits.max_request_headers),
     )

@@ -56,7 +56,7 @@ class LocalReply:
     """Replace Envoy's status with ``status``."""
 
 
-def local_replies(max_body_bytes: int) -> list[LocalReply]:
+def local_replies(max_body_bytes: int, max_request_headers: int = 100) -> list[LocalReply]:
     return [
         LocalReply(
             "ext_proc per-message timeout (router too slow): Envoy answers 504, empty body, "
@@ -84,10 +84,20 @@ def local_replies(max_body_bytes: int) -> list[LocalReply]:
             {"response_flag_filter": {"flags": ["NR"]}},
             "router_unavailable", "no routes from the model router yet", 503, set_status=True),
         LocalReply(
+            "a model server that did not answer in time: the model's first-byte timeout "
+            "(per_try_timeout) or its total timeout; Envoy's 504, flag UT",
+            {"response_flag_filter": {"flags": ["UT"]}},
+            "upstream_timeout", "the model server did not answer in time", 504),
+        LocalReply(
             "upstream failures: UF connect failure, UO overflow, URX retries exhausted, "
-            "UT timeout, UC/UR resets, NC no cluster",
-            {"response_flag_filter": {"flags": ["UF", "UO", "URX", "UT", "UC", "UR", "NC"]}},
+            "UC/UR resets, NC no cluster",
+            {"response_flag_filter": {"flags": ["UF", "UO", "URX", "UC", "UR", "NC"]}},
             "upstream_unavailable", "%LOCAL_REPLY_BODY%", 503),
+        LocalReply(
+            "too many request headers, or too large (codec, HTTP/1.1): Envoy's 431",
+            _status_is("EQ", 431),
+            "request_headers_too_large",
+            f"more than {max_request_headers} request headers, or over 60 KiB of them", 431),
         LocalReply(
             "anything else Envoy answers itself with a server error",
             _status_is("GE", 500), "proxy_error", "%LOCAL_REPLY_BODY%", 500),
@@ -126,7 +136,7 @@ def _item(mapper: dict[str, Any], pad: str) -> list[str]:
     return [f"{pad}- {lines[0]}", *(f"{pad}  {line}" for line in lines[1:])]
 
 
-def render_mappers(max_body_bytes: int, indent: int = 12) -> str:
+def render_mappers(max_body_bytes: int, max_request_headers: int = 100, indent: int = 12) -> str:
     """The ``mappers:`` block (YAML, with a comment per kind of reply)."""
     pad = " " * indent
     lines = [f"{pad}mappers:"]
@@ -140,7 +150,7 @@ def render_mappers(max_body_bytes: int, indent: int = 12) -> str:
     lines.append(f"{pad}# 1. The router's ImmediateResponses and the routes' direct responses.")
     lines += _item(keep, pad)
     n = 2
-    for reply in local_replies(max_body_bytes):
+    for reply in local_replies(max_body_bytes, max_request_headers):
         lines.append(f"{pad}# {n}. {reply.why}")
         n += 1
         for protocol in ("openai", "kserve_v2", "generic"):

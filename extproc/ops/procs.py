@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -107,7 +108,7 @@ PORTS = PortAllocator()
 """The process-wide allocator: take every port a test, the demo or a benchmark needs here."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the child gets SIGTERM if its parent dies, even by SIGKILL (no orphans)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -149,6 +150,8 @@ class ManagedProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
+        """Start (or start again, appending to the same log)."""
+        self._close_log()
         out = None
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,7 @@ class ManagedProcess:
             stdout=out,
             stderr=out,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def signal(self, sig: int) -> None:
@@ -180,10 +183,68 @@ class ManagedProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 await self.proc.wait()
+        self._close_log()
+        return self.proc.returncode
+
+    def _close_log(self) -> None:
         if self._log_fh is not None:
             self._log_fh.close()  # type: ignore[attr-defined]
             self._log_fh = None
-        return self.proc.returncode
+
+    def cause(self) -> str:
+        """Why it exited: its exit status and the last error its log shows."""
+        code = self.proc.returncode if self.proc is not None else None
+        if code is None:
+            status = "running"
+        elif code < 0:
+            try:
+                status = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                status = f"killed by signal {-code}"
+        else:
+            status = f"exit code {code}"
+        found = log_cause(self.log) if self.log is not None else None
+        return f"{status}: {found}" if found else status
+
+
+_ERROR_WORDS = ("critical", "error", "cannot", "failed", "traceback", "address already in use")
+
+
+def log_cause(path: Path, max_chars: int = 300) -> str | None:
+    """The last error a log shows (Envoy's ``[critical]`` lines, the router's JSON error
+    lines), without the noise around it; None when it shows none."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        low = line.lower()
+        if not any(w in low for w in _ERROR_WORDS):
+            continue
+        text = line.strip()
+        if text.startswith("{"):  # the router's JSON log line: its message
+            try:
+                doc = json.loads(text)
+                text = str(doc.get("msg") or doc.get("message") or text)
+            except ValueError:
+                pass
+        return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+    return None
+
+
+def ports_in_use(host: str, ports: Sequence[int]) -> list[int]:
+    """Those of ``ports`` that something on this machine listens on (cannot be bound)."""
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                taken.append(port)
+    return taken
 
 
 async def wait_http_ok(
@@ -241,6 +302,7 @@ def router_argv(
     workers: int | None = None,
     worker_index: int | None = None,
     log_level: str = "warning",
+    last_good: Path | None = None,
 ) -> list[str]:
     """``model-router serve`` as a child process: the supervisor (``workers``) or one
     worker (``worker_index``, what the supervisor runs)."""
@@ -249,6 +311,8 @@ def router_argv(
         argv += ["--workers", str(workers)]
     if worker_index is not None:
         argv += ["--worker-index", str(worker_index)]
+    if last_good is not None:
+        argv += ["--last-good", str(last_good)]
     return [*argv, "--log-level", log_level]
 
 

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.explain import explain_state
+from extproc.control.last_good import save_last_good
 from extproc.control.reload import Reloader
+from extproc.control.schema import FailureMode
 from extproc.control.signals import SignalCollector
 from extproc.control.xds.ads import AdsServicer
 from extproc.control.xds.cache import ResourceCache
@@ -36,10 +38,17 @@ from extproc.core.flow import RouterState
 from extproc.core.signals import SignalBoard
 from extproc.server.health import HealthReporter
 from extproc.server.metrics import Metrics, serve_metrics
-from extproc.server.pump import CurrentState, ExternalProcessor
+from extproc.server.pump import CurrentState, ExternalProcessor, LargeBodyGate
 from extproc.server.signal_metrics import SignalMetrics
 
 log = logging.getLogger("extproc.server")
+
+EXIT_PORT_IN_USE = 3
+"""A worker's exit code when it cannot listen (its supervisor gives up, not restarts)."""
+
+
+class ListenError(OSError):
+    """A port or socket this worker must listen on stays taken (bounded retries)."""
 
 
 def _clear_socket(path: Path) -> None:
@@ -59,8 +68,13 @@ class Server:
         worker: int = 0,
         registry: CollectorRegistry | None = None,
         watch_interval_s: float = 1.0,
+        last_good: Path | None = None,
+        bind_retry_s: float = 10.0,
     ) -> None:
         listener = compiled.config.listener
+        self.last_good = last_good
+        """Where every accepted routing file is kept (a restarted worker starts on it)."""
+        self.bind_retry_s = bind_retry_s
         self.worker = worker
         self.host = listener.host
         self.port = listener.port + worker
@@ -80,6 +94,7 @@ class Server:
             path=Path(config_path) if config_path else None,
             on_state=self._on_state,
             on_reload=lambda result: self.metrics.reloads.labels(result).inc(),
+            on_accepted=self._keep_last_good,
             watch_interval_s=watch_interval_s,
             signals=self.signals,
         )
@@ -97,6 +112,37 @@ class Server:
             f"Server(worker={self.worker}, grpc={self.host}:{self.bound_port}, "
             f"metrics={self.bound_metrics_port}, {self.health!r}, state={state!r})"
         )
+
+    def _keep_last_good(self, compiled: CompiledRouting) -> None:
+        if self.last_good is None:
+            return
+        try:
+            save_last_good(self.last_good, compiled)
+        except OSError as exc:
+            log.error("cannot keep the last good routing file at %s: %s", self.last_good, exc)
+
+    async def _retry_bind(self, what: str, bind: Callable[[], Awaitable[int]]) -> int:
+        """``bind()`` until it works, for at most ``bind_retry_s`` (a previous worker may
+        still hold the port for a moment); then :class:`ListenError`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.bind_retry_s
+        warned = False
+        while True:
+            try:
+                port = await bind()
+            except (OSError, RuntimeError):  # grpc raises RuntimeError("Failed to bind")
+                port = 0
+            if port:
+                return port
+            if loop.time() >= deadline:
+                raise ListenError(
+                    f"cannot listen on {what}: address in use (another model-router or "
+                    f"another program holds it; tried for {self.bind_retry_s:g}s)"
+                )
+            if not warned:
+                log.warning("%s is in use; retrying for %gs", what, self.bind_retry_s)
+                warned = True
+            await asyncio.sleep(0.5)
 
     @property
     def state(self) -> RouterState:
@@ -182,27 +228,42 @@ class Server:
         ads = AdsServicer(self.xds, observer=self.metrics, name=f"model-router/{self.worker}")
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, self._grpc)
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.collector.access_log, self._grpc)
-        self.bound_port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
-        if self.bound_port == 0:
-            raise OSError(f"cannot listen on {self.host}:{self.port}")
+        grpc_server = self._grpc
+        address = f"{self.host}:{self.port}"
+
+        async def bind_grpc() -> int:
+            return int(grpc_server.add_insecure_port(address))
+
+        self.bound_port = await self._retry_bind(f"{address} (gRPC, listener.port)", bind_grpc)
         sock = self.compiled.config.listener.unix_socket(self.worker)
         if sock is not None:
             _clear_socket(Path(sock))
             if self._grpc.add_insecure_port(f"unix:{sock}") == 0:
-                raise OSError(f"cannot listen on unix:{sock}")
+                raise ListenError(f"cannot listen on unix:{sock}")
         if self.metrics_port:
-            self._http, self.bound_metrics_port = await serve_metrics(
-                self.metrics.registry,
-                self.host,
-                self.metrics_port,
-                worker=self.worker,
-                explain=self.explain,
+            registry, host, port = self.metrics.registry, self.host, self.metrics_port
+
+            async def bind_metrics() -> int:
+                self._http, bound = await serve_metrics(
+                    registry, host, port, worker=self.worker, explain=self.explain
+                )
+                return bound
+
+            self.bound_metrics_port = await self._retry_bind(
+                f"{host}:{port} (metrics, listener.metrics_port)", bind_metrics
             )
         # The first state exists before the registry syncs (it answers 503 until then).
         self._current = CurrentState(self.reloader.prepare())
         self.metrics.staleness.set_function(lambda: self.reloader.registry.staleness_s)
+        config = self.compiled.config
+        gate = LargeBodyGate(
+            config.limits.large_body_bytes,
+            config.limits.max_concurrent_large_bodies,
+            wait_s=config.envoy.message_timeout_ms / 2000,
+            fail_open=config.failure_mode is FailureMode.OPEN,
+        )
         ep_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self._current, self.metrics), self._grpc
+            ExternalProcessor(self._current, self.metrics, gate), self._grpc
         )
         await self._grpc.start()
         await self.health.set_ready(False)
@@ -213,6 +274,7 @@ class Server:
             self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
         await self.settle()
         self.metrics.reloads.labels("success").inc()
+        self._keep_last_good(self.compiled)
         log.info(
             "ext_proc worker serving",
             extra={"grpc": f"{self.host}:{self.bound_port}", "metrics": self.bound_metrics_port},

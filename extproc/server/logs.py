@@ -49,6 +49,16 @@ def setup(level: str = "info", *, json: bool = True, worker: int | None = None) 
     root.setLevel(level.upper())
 
 
+MAX_LOGGED_CHARS = 256
+"""Client input in a log line (path, request id) is cut to this many characters."""
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_LOGGED_CHARS:
+        return text
+    return text[:MAX_LOGGED_CHARS] + f"... ({len(text) - MAX_LOGGED_CHARS} more characters)"
+
+
 def log_outcome(flow: RequestFlow) -> None:
     """Every rejection at info, every routing decision at debug (with the request id)."""
     out = flow.outcome
@@ -58,11 +68,11 @@ def log_outcome(flow: RequestFlow) -> None:
         _requests.info(
             "request rejected",
             extra={
-                "request_id": rid,
+                "request_id": _clip(rid),
                 "status": out.error.status,
                 "error_type": out.error.type,
                 "reason": out.error.message,
-                "path": head.path_only if head else "",
+                "path": _clip(head.path_only) if head else "",
             },
         )
     elif _requests.isEnabledFor(logging.DEBUG) and out.decision is not None:

@@ -41,7 +41,7 @@ class Metrics:
         ns = "model_router"
         self.requests = Counter(
             f"{ns}_requests",
-            "Requests handled, by model and outcome (routed, answered, rejected, failed).",
+            "Requests handled, by model and outcome (routed, answered, rejected, failed, shed).",
             ["model", "outcome"],
             registry=registry,
         )
@@ -184,7 +184,7 @@ class Metrics:
             result = "answered"
         elif err is None:
             model = outcome.model or NO_MODEL
-            result = "routed"
+            result = "shed" if outcome.passed else "routed"
             decision = outcome.decision
             if decision is not None:
                 self._child(self.picks, decision.profile).inc()
@@ -286,6 +286,10 @@ async def serve_metrics(
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     sockets = getattr(site._server, "sockets", None) or []
     return runner, (sockets[0].getsockname()[1] if sockets else port)

@@ -7,6 +7,7 @@ answers, times the phases and is the per-request boundary for unexpected errors
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,8 +16,9 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-from extproc.core.errors import InternalError
+from extproc.core.errors import InternalError, Overloaded
 from extproc.core.flow import Phase, RequestFlow, RouterState
+from extproc.core.protocols.json_body import declared_length
 from extproc.server.logs import log_outcome
 from extproc.server.metrics import Metrics
 
@@ -39,12 +41,74 @@ class CurrentState:
         return f"CurrentState({self.state!r})"
 
 
+class LargeBodyGate:
+    """At most ``limit`` large bodies (``threshold`` bytes or more, by ``content-length``)
+    are read by this worker at once. Envoy holds a request's buffered body until the
+    router answers its headers, so a large request waits here, for at most ``wait_s``,
+    before its body crosses the gRPC connection; past that it gets a JSON 429 (with
+    ``failure_mode: open``: it continues unchecked on its own model's fail-open route). A
+    flood of large bodies then cannot fill the connection and the event loop that small
+    requests share (see README "Big bodies")."""
+
+    def __init__(self, threshold: int, limit: int, wait_s: float, *, fail_open: bool) -> None:
+        self.threshold = threshold
+        self.limit = limit
+        self.wait_s = wait_s
+        self.fail_open = fail_open
+        """Shed requests continue unchecked on their own model's fail-open route (else 429)."""
+        self.inside = 0
+        self.shed = 0
+        self._slots = asyncio.Semaphore(limit)
+
+    def __repr__(self) -> str:
+        return (
+            f"LargeBodyGate(threshold={self.threshold}, inside={self.inside}/{self.limit}, "
+            f"shed={self.shed}, fail_open={self.fail_open})"
+        )
+
+    def turn_away(self, flow: RequestFlow) -> ep.ProcessingResponse:
+        """The answer for a large request that found no slot in time."""
+        if self.fail_open:
+            return flow.let_pass()
+        return flow.fail(
+            Overloaded(
+                f"{self.limit} large request bodies (>= {self.threshold} bytes) are being "
+                "read; retry shortly",
+                retry_after_s=1,
+                reason="large_bodies",
+            )
+        )
+
+    def is_large(self, flow: RequestFlow) -> bool:
+        head = flow.head
+        if flow.phase is not Phase.BODY or head is None or self.limit <= 0:
+            return False
+        length = declared_length(head)
+        return length is not None and length >= self.threshold
+
+    async def enter(self) -> bool:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.wait_s)
+        except TimeoutError:
+            self.shed += 1
+            return False
+        self.inside += 1
+        return True
+
+    def leave(self) -> None:
+        self.inside -= 1
+        self._slots.release()
+
+
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """One ext_proc stream = one HTTP request; all logic is in the flow."""
 
-    def __init__(self, current: CurrentState, metrics: Metrics) -> None:
+    def __init__(
+        self, current: CurrentState, metrics: Metrics, gate: LargeBodyGate | None = None
+    ) -> None:
         self._current = current
         self._metrics = metrics
+        self._gate = gate
 
     async def Process(
         self,
@@ -61,6 +125,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
         answered_headers: float | None = None
         transfer: float | None = None
         busy = 0.0
+        gated = False
         try:
             while (msg := await read()) is not eof:
                 t0 = _clock()
@@ -79,7 +144,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     metrics.internal_errors.inc()
                     resp = flow.fail(InternalError("internal router error; see router logs"))
                 t1 = _clock()
-                busy += t1 - t0
+                busy += t1 - t0  # the router's own work, not the wait below
+                if not gated and self._gate is not None and self._gate.is_large(flow):
+                    gated = await self._gate.enter()
+                    if not gated:
+                        resp = self._gate.turn_away(flow)
+                        t1 = _clock()
                 done = flow.phase is Phase.DONE
                 if done:  # record first: Envoy may cancel the stream once it has the answer
                     metrics.observe(
@@ -97,5 +167,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     if answered_headers is None:
                         answered_headers = _clock()
         finally:
+            if gated:
+                assert self._gate is not None
+                self._gate.leave()
             metrics.inflight.dec()
             metrics.observe_stream(_clock() - opened)

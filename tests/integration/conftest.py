@@ -95,6 +95,7 @@ async def start_stack(
     failure_mode: str = "closed",
     grpc_port: int | None = None,
     peers: Sequence[str] = (),
+    disclose_endpoint: bool = True,
 ) -> Stack:
     """Router + Envoy for a routing-file text, on allocated loopback ports, working in a
     new directory under ``workdir``; ``stops`` stops it. ``grpc_port``: the router's
@@ -107,8 +108,8 @@ async def start_stack(
     head = (
         f"listener: {{port: {grpc_ports[0]}, metrics_port: {metrics_ports[0]},"
         f" workers: {workers}, grace_period_s: 2}}\n"
-        f"envoy: {{listen_port: {listen}, admin_port: {admin}, disclose_endpoint: true,"
-        f" routers: [{routers}]}}\n"
+        f"envoy: {{listen_port: {listen}, admin_port: {admin},"
+        f" disclose_endpoint: {str(disclose_endpoint).lower()}, routers: [{routers}]}}\n"
         f"failure_mode: {failure_mode}\n"
     )
     workdir = workdir / f"stack-{grpc_ports[0]}"

@@ -61,13 +61,15 @@ async def test_up_prints_addresses_routes_and_stops_on_ctrl_c(
             await proc.wait()
 
 
-async def test_demo_exits_zero_and_prints_the_table() -> None:
+async def test_demo_exits_zero_and_prints_the_table(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "extproc", "demo",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )  # fmt: skip
     text = (await finish(proc)).decode()
     assert proc.returncode == 0, text
+    assert os.listdir(tmp_path) == []  # its routing file and logs are gone
     assert "8/8 requests landed where the router said." in text
     assert "chat-small-v2 (" in text and "SSE chunks" in text
     assert "model_not_found" in text
@@ -109,3 +111,48 @@ async def test_children_die_with_their_parent() -> None:
     except AssertionError:
         os.kill(child, signal.SIGKILL)  # the test failed; do not leave the sleeper behind
         raise
+
+
+UNRESOLVABLE = (
+    "models: {m: {protocol: openai, versions: ['1']}}\n"
+    "deployments:\n"
+    "  - {name: d, model: m, version: '1', endpoints: ['127.0.0.1:9', 'no-such-host.invalid:80']}\n"
+)
+
+
+async def _run(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    text = (await finish(proc, 120)).decode()
+    return proc.returncode or 0, text
+
+
+async def test_an_unresolvable_endpoint_is_one_clear_problem_in_every_command(
+    tmp_path: Path,
+) -> None:
+    """check-config catches it (with its line); serve, explain and up say the same in one
+    line each, never with a traceback."""
+    port, mport, listen, admin = PORTS.take(4)
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        f"listener: {{port: {port}, metrics_port: {mport}}}\n"
+        f"envoy: {{listen_port: {listen}, admin_port: {admin}}}\n" + UNRESOLVABLE
+    )
+    want = "line 5: deployments[0].endpoints[1]: cannot resolve host 'no-such-host.invalid'"
+    body = tmp_path / "body.json"
+    body.write_text('{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+    for args in (
+        ("check-config", str(path)),
+        ("up", "--config", str(path)),
+        ("explain", "--config", str(path), "--request", str(body)),
+        ("serve", "--config", str(path)),
+    ):
+        code, text = await _run(*args)
+        assert code == 1, (args, text)
+        assert "Traceback" not in text, (args, text)
+        if args[0] in ("check-config", "up"):
+            assert want in text, (args, text)
+        else:  # found while running: the same problem, with its key path
+            assert "deployments[0].endpoints[1]: cannot resolve host" in text, (args, text)

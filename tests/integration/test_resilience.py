@@ -163,7 +163,9 @@ async def test_reload_under_load_loses_no_request(
     stop = asyncio.Event()
     results: Counter[str] = Counter()
     log = stack.workdir / "router.log"
-    rejected = "reload rejected, keeping the previous routing file: not valid YAML"
+    rejected = (
+        "reload rejected, keeping the previous routing file: line 1, column 27: not valid YAML"
+    )
     workers = [asyncio.create_task(_load(client, stack.url, stop, results)) for _ in range(8)]
     try:
         # At least 15 flips, at least 200 requests served across them; bounded by a

@@ -20,4 +20,26 @@ def test_check_config_ok_and_errors(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["check-config", str(bad)])
     assert r.exit_code == 1
     assert f"{bad}: invalid routing file" in r.output
-    assert "line 5: models.m.colour: Extra inputs are not permitted" in r.output
+    assert "line 5: models.m.colour: unknown key" in r.output
+
+
+def test_check_config_shows_every_problem_in_line_order(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "listener: {port: 50051, workres: 2}\n"
+        "models:\n"
+        "  chat: {protocol: openai, versions: ['1'], spec: {openai: {max_tokenz: 5}}}\n"
+        "  img: {protocol: kserve_v2, versions: ['1']}\n"
+        "deployments:\n"
+        "  - {name: a, model: chta, version: '1', endpoints: ['127.0.0.1:1']}\n"
+        "  - {name: b, model: img, version: '7', endpoints: ['127.0.0.1:2']}\n"
+        "rules:\n"
+        "  - {name: r, when: {colour: red}, route: {model: chat}}\n"
+    )
+    r = CliRunner().invoke(main, ["check-config", str(bad)])
+    assert r.exit_code == 1
+    lines = [ln.strip() for ln in r.output.splitlines()[1:]]
+    assert [ln.split(":")[0] for ln in lines] == [
+        "line 1", "line 3", "line 6", "line 7", "line 9",
+    ]  # fmt: skip
+    assert "Traceback" not in r.output

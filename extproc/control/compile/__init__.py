@@ -42,6 +42,8 @@ class CompiledRouting:
     specs: Mapping[str, CompiledSpec]
     ruleset: RuleSet
     scheduler: Scheduler
+    text: str = ""
+    """The routing file's text this was compiled from (kept as the last good one)."""
 
     def __repr__(self) -> str:
         return (
@@ -129,6 +131,7 @@ def router_state(
         max_json_depth=limits.max_json_depth,
         signals=board,
         responses=ResponseCache(worker=board.worker_id),
+        max_request_headers=limits.max_request_headers,
     )
 
 

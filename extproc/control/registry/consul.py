@@ -114,8 +114,7 @@ class ConsulRegistry(Registry):
         self._tasks: set[asyncio.Task[None]] = set()
         self._synced = asyncio.Event()
         self._catalog_seen = False
-        self._last_success: dict[str, float] = {}  # per watch
-        self._failing: set[str] = set()
+        self._failing: dict[str, float] = {}  # watch -> when it started failing
         self._down_since: float | None = None
         self._from_file = False
         self._rebuild_lock = asyncio.Lock()
@@ -132,12 +131,11 @@ class ConsulRegistry(Registry):
     @property
     def staleness_s(self) -> float:
         """How old the snapshot may be: 0 while every watch is in sync (a parked blocking
-        query is fresh), else seconds since the oldest failing watch last answered."""
+        query is fresh until it breaks), else seconds since the first failing watch
+        failed: the snapshot's real age, whatever the queries' wait."""
         if not self._failing:
             return 0.0
-        now = time.monotonic()
-        since = [self._last_success.get(w, self._down_since or now) for w in self._failing]
-        return now - min(since)
+        return time.monotonic() - min(self._failing.values())
 
     def describe(self) -> dict[str, object]:
         return {
@@ -194,8 +192,7 @@ class ConsulRegistry(Registry):
         return task
 
     def _ok(self, watch: str) -> None:
-        self._last_success[watch] = time.monotonic()
-        self._failing.discard(watch)
+        self._failing.pop(watch, None)
         if self._down_since is not None and not self._failing:
             log.warning(
                 "Consul reachable again after %.1fs; resuming live updates",
@@ -204,7 +201,7 @@ class ConsulRegistry(Registry):
             self._down_since = None
 
     def _failed(self, watch: str, exc: Exception) -> None:
-        self._failing.add(watch)
+        self._failing.setdefault(watch, time.monotonic())
         if self._down_since is None:  # log once per outage, not per retry or per watch
             self._down_since = time.monotonic()
             log.error("Consul unreachable (%s); routing on the last snapshot", exc)
@@ -219,6 +216,10 @@ class ConsulRegistry(Registry):
                 )
             except ConsulUnavailable as exc:
                 self._failed("catalog", exc)
+                # The next query must not block: a restarted Consul's index may be lower
+                # than ours (it would park the query for the whole wait), and after an
+                # error Consul's docs say to start over from index 0.
+                index = 0
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
@@ -227,8 +228,7 @@ class ConsulRegistry(Registry):
             for name in set(self._watches) - wanted:
                 self._watches.pop(name).cancel()
                 self._services.pop(name, None)
-                self._last_success.pop(name, None)
-                self._failing.discard(name)
+                self._failing.pop(name, None)
             for name in wanted - set(self._watches):
                 self._watches[name] = asyncio.create_task(
                     self._watch_service(name), name=f"consul-health-{name}"
@@ -246,6 +246,10 @@ class ConsulRegistry(Registry):
                 )
             except ConsulUnavailable as exc:
                 self._failed(name, exc)
+                # The next query must not block: a restarted Consul's index may be lower
+                # than ours (it would park the query for the whole wait), and after an
+                # error Consul's docs say to start over from index 0.
+                index = 0
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()

@@ -22,7 +22,7 @@ async def build_snapshot(
                 addresses.append(await resolver.address(ep.host, ep.port))
             except ResolveError as exc:
                 problems.append(f"deployments[{i}].endpoints[{j}]: {exc}")
-        by_model[dep.model].append(
+        by_model.setdefault(dep.model, []).append(
             Deployment(
                 name=dep.name,
                 model=dep.model,

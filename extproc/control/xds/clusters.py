@@ -51,7 +51,10 @@ def _health_checks(hc: HealthCheckConfig, protocol: str) -> list[dict[str, Any]]
 
 
 def deployment_cluster(
-    dep: Deployment, protocol: str, health: HealthCheckConfig | None
+    dep: Deployment,
+    protocol: str,
+    health: HealthCheckConfig | None,
+    connect_timeout_s: float = 2.0,
 ) -> cluster_pb2.Cluster:
     """The cluster of one deployment (``health`` None: no active health check)."""
     name = cluster_name(dep.name)
@@ -59,7 +62,7 @@ def deployment_cluster(
         "name": name,
         "type": "EDS",
         "eds_cluster_config": {"eds_config": _ADS, "service_name": name},
-        "connect_timeout": "2s",
+        "connect_timeout": _seconds(connect_timeout_s),
         "load_balancing_policy": {
             "policies": [
                 {
@@ -158,7 +161,8 @@ def build_clusters(
     for model in snapshot.models.values():
         for dep in model.deployments:
             health = checked.get(dep.name, HealthCheckConfig()) if actively_checked else None
-            c = deployment_cluster(dep, model.protocol, health)
+            connect_s = config.timeouts_of(model.name).connect_s
+            c = deployment_cluster(dep, model.protocol, health, connect_s)
             clusters[c.name] = c
             endpoints[c.name] = deployment_endpoints(dep)
     return clusters, endpoints

@@ -127,15 +127,26 @@ class RouteBuilder:
             for k, v in pairs
         ]
 
-    def _forward(self, deps: Sequence[Deployment], weighted: bool) -> dict[str, Any] | None:
+    def _timed(self, model: str | None) -> dict[str, Any]:
+        """A route action's timeouts and retries for ``model`` (None: the defaults).
+
+        ``timeout`` bounds the whole response (streamed generations outlive minutes);
+        ``per_try_timeout`` bounds each attempt until the response's headers arrive (probed
+        on Envoy 1.40: a stream whose headers came in time runs past it), so a server that
+        accepts and never answers gets a 504 after ``first_byte_s``, not ``total_s``."""
+        t = self.config.timeouts_of(model)
+        return {
+            "timeout": _duration(t.total_s),
+            "idle_timeout": f"{self.config.envoy.stream_idle_timeout_s}s",
+            "retry_policy": {**self.retry, "per_try_timeout": _duration(t.first_byte_s)},
+        }
+
+    def _forward(
+        self, deps: Sequence[Deployment], weighted: bool, model: str
+    ) -> dict[str, Any] | None:
         """A route action over ``deps`` (routable ones, split like the router would);
         ``None`` when none of them has a routable endpoint."""
-        envoy = self.config.envoy
-        action: dict[str, Any] = {
-            "timeout": f"{envoy.route_timeout_s}s",
-            "idle_timeout": f"{envoy.stream_idle_timeout_s}s",
-            "retry_policy": self.retry,
-        }
+        action: dict[str, Any] = self._timed(model)
         shares = []
         for d in deps:
             eps = [e for e in d.endpoints if e.weight > 0] if d.routable else []
@@ -164,7 +175,7 @@ class RouteBuilder:
         j2m: bool = False,
     ) -> dict[str, Any]:
         """A route to ``deps``: native (ext_proc off) or fail-open (ext_proc on, marked)."""
-        action = self._forward(deps, plan.weighted)
+        action = self._forward(deps, plan.weighted, plan.model)
         if action is None:
             err = NoHealthyDeployment(f"no routable deployment for model {plan.model!r}")
             return self._error(name, match, err, native=native, protocol=protocol, j2m=j2m)
@@ -322,31 +333,54 @@ class RouteBuilder:
         return out + self._versions(f"fail-open/x-model/{model.name}", model, plan, base,
                                     native=False, protocol="generic")  # fmt: skip
 
+    def _picked_headers(self) -> list[dict[str, Any]]:
+        """What a routed response carries: model, version, deployment (endpoint when
+        disclosed), and admission's verdict when it routed past the latency budget."""
+        return [
+            *self._headers(self.served_headers),
+            {
+                "header": {"key": BUDGET_RISK_HEADER, "value": f"%REQ({BUDGET_RISK_HEADER})%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "keep_empty_value": False,
+            },
+        ]
+
+    def picked(self, models: Sequence[ModelEntry]) -> list[dict[str, Any]]:
+        """The router decided (``x-model-router-cluster`` set, route cache cleared): one
+        route per deployment, with its model's timeouts; then any cluster the header names
+        (a deployment this table does not know yet), with the default timeouts."""
+        out: list[dict[str, Any]] = []
+        for m in models:
+            for d in m.deployments:
+                name = cluster_name(d.name)
+                header: dict[str, Any] = {"name": CLUSTER_HEADER, "string_match": {"exact": name}}
+                out.append(
+                    {
+                        "name": f"picked/{d.name}",
+                        "match": {"prefix": "/", "headers": [header]},
+                        "route": {"cluster": name, **self._timed(m.name)},
+                        "response_headers_to_add": self._picked_headers(),
+                        "request_headers_to_remove": [CLUSTER_HEADER],
+                    }
+                )
+        present: dict[str, Any] = {"name": CLUSTER_HEADER, "present_match": True}
+        out.append(
+            {
+                "name": "picked",
+                "match": {"prefix": "/", "headers": [present]},
+                "route": {"cluster_header": CLUSTER_HEADER, **self._timed(None)},
+                "response_headers_to_add": self._picked_headers(),
+                "request_headers_to_remove": [CLUSTER_HEADER],
+            }
+        )
+        return out
+
     # -- the table -----------------------------------------------------------------------
 
     def build(self) -> route_pb2.RouteConfiguration:
         # Longer names first: /v2/models/a/b/... must meet model "a/b" before model "a".
         models = sorted(self.snapshot.models.values(), key=lambda m: (-len(m.name), m.name))
-        picked = {
-            "name": "picked",
-            "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
-            "route": {
-                "cluster_header": CLUSTER_HEADER,
-                "timeout": f"{self.config.envoy.route_timeout_s}s",
-                "idle_timeout": f"{self.config.envoy.stream_idle_timeout_s}s",
-                "retry_policy": self.retry,
-            },
-            "response_headers_to_add": [
-                *self._headers(self.served_headers),
-                {  # admission's verdict, when it routed past the latency budget
-                    "header": {"key": BUDGET_RISK_HEADER, "value": f"%REQ({BUDGET_RISK_HEADER})%"},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    "keep_empty_value": False,
-                },
-            ],
-            "request_headers_to_remove": [CLUSTER_HEADER],
-        }
-        routes: list[dict[str, Any]] = [picked]
+        routes = self.picked(models)
         for m in models:
             routes += self.kserve(m, self.plans[m.name])
         kserve_paths = {"path_separated_prefix": "/v2"}
@@ -369,6 +403,10 @@ class RouteBuilder:
         }
         spec = {"name": ROUTE_CONFIG_NAME, "virtual_hosts": [vhost]}
         return json_format.ParseDict(spec, route_pb2.RouteConfiguration())
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
 
 
 def _version_is(version: str) -> dict[str, Any]:

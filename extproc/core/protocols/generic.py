@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from extproc.core.capabilities import Requirements
-from extproc.core.errors import InvalidRequest
+from extproc.core.errors import InvalidRequest, shown
 from extproc.core.request import InferenceRequest, RequestHead
 
 
@@ -11,7 +11,7 @@ def from_headers(head: RequestHead, capabilities: Requirements) -> InferenceRequ
     model = head.headers.get("x-model")
     if not model:
         raise InvalidRequest(
-            f"path {head.path_only!r} is not an OpenAI or KServe v2 path; "
+            f"path {shown(head.path_only)} is not an OpenAI or KServe v2 path; "
             "name the model in the x-model header",
             header="x-model",
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType
+from extproc.core.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType, shown
 from extproc.core.request import RequestHead
 
 _JSON_TYPES = frozenset({"application/json"})
@@ -76,17 +76,18 @@ def check_content_headers(
             )
     elif mtype not in _JSON_TYPES and mtype not in also:
         raise UnsupportedMediaType(
-            f"content-type {mtype!r} is not supported; use application/json", header="content-type"
+            f"content-type {shown(mtype)} is not supported; use application/json",
+            header="content-type",
         )
     charset = params.get("charset")
     if charset is not None and charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(
-            f"charset {charset!r} is not supported; use utf-8", header="content-type"
+            f"charset {shown(charset)} is not supported; use utf-8", header="content-type"
         )
     coding = content_coding(head)
     if coding not in codings:
         raise UnsupportedMediaType(
-            f"content-encoding {coding!r} is not supported ({', '.join(codings)})",
+            f"content-encoding {shown(coding)} is not supported ({', '.join(codings)})",
             header="content-encoding",
         )
 

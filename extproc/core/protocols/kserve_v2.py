@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from extproc.core.capabilities import Requirements
-from extproc.core.errors import InvalidRequest, UnsupportedEndpoint
+from extproc.core.errors import InvalidRequest, UnsupportedEndpoint, shown
 from extproc.core.request import InferenceRequest, RequestHead
 
 OPERATIONS = (
@@ -201,7 +201,7 @@ def _check_tensor(
     if not isinstance(name, str) or not name:
         raise InvalidRequest("tensor 'name' must be a non-empty string", field=at + "/name")
     if name in names:
-        raise InvalidRequest(f"tensor name {name!r} appears twice", field=at + "/name")
+        raise InvalidRequest(f"tensor name {shown(name)} appears twice", field=at + "/name")
     names.add(name)
     params = tensor.get("parameters")
     if params is not None and not isinstance(params, dict):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from extproc.core import capabilities
 from extproc.core.admission import Admission, PriorityClass, admit
 from extproc.core.capabilities import Requirements
-from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound
+from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound, shown
 from extproc.core.request import InferenceRequest
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest
 from extproc.core.scheduling.profile import Profile, ScheduleTrace
@@ -94,12 +94,12 @@ class Scheduler:
         model = snapshot.models.get(request.model)
         if model is None:
             raise ModelNotFound(
-                f"model {request.model!r} is not registered", field=request.model_field
+                f"model {shown(request.model)} is not registered", field=request.model_field
             )
         version = request.version
         if version is not None and version not in model.versions:
             raise VersionNotFound(
-                f"model {model.name!r} has no version {version!r} "
+                f"model {model.name!r} has no version {shown(version)} "
                 f"(registered: {', '.join(model.versions)})"
             )
         return model

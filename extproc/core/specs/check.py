@@ -17,7 +17,7 @@ from typing import Any
 
 import fastjsonschema
 
-from extproc.core.errors import SpecViolation
+from extproc.core.errors import SpecViolation, shown
 from extproc.core.protocols.json_body import json_pointer
 from extproc.core.protocols.openai import (
     CHAT,
@@ -97,7 +97,7 @@ def _check_openai(
         for name in spec.forbidden_params:
             if name in body:
                 raise SpecViolation(
-                    f"parameter {name!r} is not allowed for this model",
+                    f"parameter {shown(name)} is not allowed for this model",
                     field=json_pointer([name]),
                     rule="forbidden_params",
                 )

@@ -7,7 +7,7 @@ import pytest
 from extproc.control.compile import compile_routing
 from extproc.control.errors import ConfigError
 from extproc.control.loading import load_config, parse_config
-from extproc.control.reload import load_routing
+from extproc.control.reload import compile_text, load_routing
 from extproc.control.schema import FailureMode
 from tests.support import ROOT
 
@@ -15,7 +15,7 @@ from tests.support import ROOT
 def problems(text: str) -> list[str]:
     """Every problem loading and compiling ``text`` reports."""
     with pytest.raises(ConfigError) as info:
-        compile_routing(parse_config(text, "routes.yaml"), "routes.yaml")
+        compile_text(text, "routes.yaml")
     return info.value.problems
 
 
@@ -56,11 +56,11 @@ def test_errors_name_key_path_and_line() -> None:
 
 def test_unknown_keys_and_pickers_rejected() -> None:
     found = problems("listner: {}\nmodels: {m: {protocol: openai, versions: ['1']}}\n")
-    assert any("listner: Extra inputs are not permitted" in p for p in found)
+    assert "line 1: listner: unknown key; did you mean 'listener'?" in found
     found = problems(
         "scheduling: {picker: magic}\nmodels: {m: {protocol: openai, versions: ['1']}}\n"
     )
-    assert any(p.startswith("scheduling.picker: unknown picker 'magic'") for p in found)
+    assert any(p.startswith("line 1: scheduling.picker: unknown picker 'magic'") for p in found)
 
 
 def test_cross_references_checked() -> None:
@@ -70,26 +70,27 @@ def test_cross_references_checked() -> None:
         "  - {name: d, model: a, version: '2', endpoints: ['127.0.0.1:1']}\n"
         "  - {name: d, model: b, version: '1', endpoints: ['127.0.0.1:2']}\n"
     )
-    assert "deployments[0].version: '2' is not one of model 'a' versions ['1']" in found
-    assert "deployments[1].name: duplicate deployment name 'd'" in found
-    assert "deployments[1].model: 'b' is not declared under models" in found
+    assert "line 3: deployments[0].version: '2' is not one of model 'a' versions ['1']" in found
+    assert "line 4: deployments[1].name: duplicate deployment name 'd'" in found
+    assert "line 4: deployments[1].model: 'b' is not declared under models" in found
 
 
 def test_removed_fail_open_key_says_what_replaced_it() -> None:
     found = problems(
         "models: {a: {protocol: openai, versions: ['1']}}\nfail_open: {chat_model: a}\n"
     )
-    assert len(found) == 1 and found[0].startswith("fail_open: removed;")
+    assert len(found) == 1 and found[0].startswith("line 2: fail_open: removed;")
     assert "its own model's deployments" in found[0]
 
 
 def test_a_routing_file_needs_models() -> None:
     # An empty or truncated file must never replace a working one on reload.
     assert problems("") == ["models: declare at least one model"]
+    assert problems("listener: {}\n") == ["models: declare at least one model"]
 
 
 def test_yaml_syntax_and_shape_errors() -> None:
-    assert problems("models: [unclosed")[0].startswith("not valid YAML")
+    assert problems("models: [unclosed")[0].startswith("line 1, column 18: not valid YAML")
     assert problems("- a\n- b\n") == ["<root>: the routing file must be a mapping"]
 
 
@@ -138,8 +139,75 @@ def test_spec_errors_name_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_routing(routes)
     found = info.value.problems
-    assert any(p.startswith("spec_files[0]: cannot read") for p in found)
-    assert any("models.m1.spec#/m1/openai/max_tokenz: unknown key" in p for p in found)
+    assert any(p.startswith("line 1: spec_files[0]: cannot read") for p in found)
+    assert any(
+        p.startswith("line 3: models.m1.spec#/m1/openai/max_tokenz: unknown key") for p in found
+    )
+
+
+def test_every_problem_in_one_run_with_its_line(tmp_path: Path) -> None:
+    """Five mistakes of four kinds (schema, cross-reference, spec, rule), one run, each
+    with its line; the valid rest of the file is still checked."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "listener: {port: 50051, workres: 2}\n"  # 1: unknown key
+        "models:\n"
+        "  chat: {protocol: openai, versions: ['1'], spec: {openai: {max_tokenz: 5}}}\n"  # 3
+        "  img: {protocol: kserve_v2, versions: ['1']}\n"
+        "deployments:\n"
+        "  - {name: a, model: chta, version: '1', endpoints: ['127.0.0.1:1']}\n"  # 6
+        "  - {name: b, model: img, version: '7', endpoints: ['127.0.0.1:2']}\n"  # 7
+        "rules:\n"
+        "  - {name: r, when: {colour: red}, route: {model: chat}}\n"  # 9
+    )
+    with pytest.raises(ConfigError) as info:
+        load_routing(routes)
+    found = info.value.problems
+    assert "line 1: listener.workres: unknown key; did you mean 'workers'?" in found
+    assert any(p.startswith("line 3: models.chat.spec#/chat/openai/max_tokenz") for p in found)
+    assert (
+        "line 6: deployments[0].model: 'chta' is not declared under models; did you mean 'chat'?"
+        in found
+    )
+    assert "line 7: deployments[1].version: '7' is not one of model 'img' versions ['1']" in found
+    assert any(p.startswith("line 9: rules[0]") and "colour" in p for p in found), found
+    assert len(found) == 5, found
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("models:\n  chat: {protocol: openai\n")
+    with pytest.raises(ConfigError) as info:
+        load_routing(routes)
+    assert info.value.source == str(routes)
+    assert info.value.problems[0].startswith("line 3, column 1: not valid YAML")
+    assert "<unicode string>" not in str(info.value)
+
+
+def test_did_you_mean_at_every_depth_and_dotted_model_names() -> None:
+    found = problems(
+        "models:\n"
+        "  org.chat/v1:\n"
+        "    protocl: openai\n"
+        "    versions: ['1']\n"
+        "envoy: {listen_prot: 1}\n"
+    )
+    assert "line 3: models.org.chat/v1.protocl: unknown key; did you mean 'protocol'?" in found
+    assert "line 5: envoy.listen_prot: unknown key; did you mean 'listen_port'?" in found
+
+
+def test_last_good_round_trip(tmp_path: Path) -> None:
+    from extproc.control.last_good import load_last_good, save_last_good
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("models: {m: {protocol: openai, versions: ['1']}}\n")
+    kept = tmp_path / "state" / "last-good.yaml"
+    save_last_good(kept, load_routing(routes))
+    routes.write_text("models: [broken")
+    compiled = load_last_good(kept, routes)
+    assert set(compiled.config.models) == {"m"} and compiled.source == str(routes)
+    with pytest.raises(ConfigError):
+        load_last_good(tmp_path / "none.yaml", routes)
 
 
 def test_kserve_model_names_cannot_end_in_a_reserved_suffix() -> None:

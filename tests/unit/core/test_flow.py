@@ -295,3 +295,35 @@ def test_kserve_ready_and_metadata_gets_skip_the_body_under_body_reading_rules()
         )
         assert flow.outcome.used_body
         assert set_headers(resps[-1])["x-model-router-deployment"] == pool
+
+
+def test_headers_that_leave_no_room_for_the_routers_get_a_431() -> None:
+    """Envoy refuses a mutation past its header limit with an empty 500; the router
+    answers 431 itself when its own headers would not fit."""
+    from extproc.core.envoy_wire import ROUTER_HEADER_ROOM
+
+    state = state_for()
+    limit = state.max_request_headers
+    sent = processing_messages("POST", "/v2/models/resnet50/infer", JSON, b"{}")[0]
+    base = len(sent.request_headers.headers.headers)
+    fits = [(f"x-pad-{i}", "v") for i in range(limit - ROUTER_HEADER_ROOM - base)]
+    _, [ok] = run_flow(state, "POST", "/v2/models/resnet50/infer", [*JSON, *fits], b"{}")
+    assert ok is not None and ok.HasField("request_headers")
+    over = [*fits, ("x-pad-last", "v")]
+    _, [resp] = run_flow(state, "POST", "/v2/models/resnet50/infer", [*JSON, *over], b"{}")
+    assert resp is not None
+    status, error = error_of(resp, "/v2/models/resnet50/infer")
+    assert status == 431 and error["type"] == "request_headers_too_large"
+    assert f"limit of {limit}" in str(error["message"])
+
+
+def test_client_input_in_an_error_is_bounded() -> None:
+    huge = "m" * 50_000
+    body = json.dumps({"model": huge, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    _, out = run_flow(state_for(), "POST", "/v1/chat/completions", JSON, body)
+    resp = out[-1]
+    assert resp is not None
+    status, error = error_of(resp, "/v1/chat/completions")
+    assert status == 404
+    message = str(error["message"])
+    assert len(message) < 300 and "(49936 more characters)" in message

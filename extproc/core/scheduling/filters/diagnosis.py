@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from extproc.core import capabilities
 from extproc.core.capabilities import Requirements
+from extproc.core.errors import shown
 from extproc.core.snapshot import Deployment, ModelEntry
 
 
@@ -16,7 +17,7 @@ def matches(dep: Deployment, version: str | None, caps: Requirements) -> bool:
 
 def no_routable_deployment(model: ModelEntry, version: str | None, caps: Requirements) -> str:
     deps = model.deployments
-    want = f"model {model.name!r}" + (f" version {version!r}" if version else "")
+    want = f"model {model.name!r}" + (f" version {shown(version)}" if version else "")
     if not deps:
         return f"{want} has no deployments"
     wrong_version = sum(1 for d in deps if version is not None and d.version != version)

@@ -94,11 +94,21 @@ def test_route_table_order_and_filters() -> None:
     routes = _routes()
     names = [r["name"] for r in routes]
     assert len(names) == len(set(names))  # every route has its own name
-    assert names[0] == "picked" and names[-1] == "no-route"
+    assert names[-1] == "no-route"
     assert names.index("kserve-unknown") < names.index("openai-unknown") < names.index("no-route")
-    picked = routes[0]
+    # The router's decisions first: one route per deployment, then any named cluster.
+    first = names.index("kserve-unknown")
+    picked_names = [n for n in names[:first] if n.startswith("picked")]
+    assert picked_names[-1] == "picked" and names.index("picked") < min(
+        i for i, n in enumerate(names) if not n.startswith("picked")
+    )
+    assert {"picked/k1", "picked/c1", "picked/o1"} <= set(picked_names)
+    picked = routes[names.index("picked")]
     assert picked["route"]["cluster_header"] == "x-model-router-cluster"
     assert picked["route"]["retry_policy"]["num_retries"] == 2
+    k1 = routes[names.index("picked/k1")]
+    assert k1["match"]["headers"][0]["string_match"]["exact"] == "deployment.k1"
+    assert k1["route"]["cluster"] == "deployment.k1"
     by_name = {r["name"]: r for r in routes}
     native = by_name["native/kserve/k/versions/1"]
     assert native["match"]["path"] == "/v2/models/k/versions/1/infer"
@@ -174,3 +184,26 @@ def test_consul_endpoints_are_not_actively_checked_by_envoy() -> None:
     clusters, _ = build_clusters(parse_config(text), state.snapshot)
     assert not clusters["deployment.k1"].health_checks
     assert clusters["deployment.k1"].HasField("outlier_detection")
+
+
+def test_timeouts_per_model_first_byte_apart_from_total() -> None:
+    """connect (cluster), first byte (per_try_timeout) and total (route timeout): defaults
+    from ``envoy``, overridden per model, on every route that reaches the model."""
+    text = ROUTES.replace(
+        'k: {protocol: kserve_v2, versions: ["1", "2"]}',
+        'k: {protocol: kserve_v2, versions: ["1", "2"],'
+        " timeouts: {connect_s: 0.5, first_byte_s: 3, total_s: 30}}",
+    )
+    by_name = {r["name"]: r for r in _routes(text)}
+    for name in ("picked/k1", "native/kserve/k/versions/1", "fail-open/kserve/k"):
+        action = by_name[name]["route"]
+        assert action["timeout"] == "30s", name
+        assert action["retry_policy"]["per_try_timeout"] == "3s", name
+    chat = by_name["picked/c1"]["route"]
+    assert chat["timeout"] == "600s"  # envoy.route_timeout_s
+    assert chat["retry_policy"]["per_try_timeout"] == "120s"  # envoy.first_byte_timeout_s
+    state = state_for(text)
+    assert state.snapshot is not None
+    clusters, _ = build_clusters(parse_config(text), state.snapshot)
+    assert clusters["deployment.k1"].connect_timeout.ToMilliseconds() == 500
+    assert clusters["deployment.c1"].connect_timeout.ToMilliseconds() == 2000

@@ -1,0 +1,81 @@
+"""The Consul watch loop against a scripted client: index handling after errors and the
+staleness the registry reports (no Consul here; tests/integration has the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from extproc.control.registry import consul as consul_mod
+from extproc.control.registry.base import RegistryInputs
+from extproc.control.registry.consul import ConsulRegistry
+from extproc.control.registry.consul_api import ConsulUnavailable
+from extproc.control.schema import ConsulConfig
+
+
+class ScriptedConsul:
+    """Answers blocking queries from a script; records the index of every query."""
+
+    def __init__(self, script: list[tuple[Any, int] | Exception]) -> None:
+        self.script = script
+        self.indexes: list[int] = []
+        self.done = asyncio.Event()
+
+    async def blocking_get(self, path: str, index: int, wait_s: int) -> tuple[Any, int]:
+        self.indexes.append(index)
+        if not self.script:
+            self.done.set()
+            await asyncio.Event().wait()  # parked, as a blocking query is
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def _registry() -> ConsulRegistry:
+    inputs = RegistryInputs("<test>", {}, (), frozenset())
+    return ConsulRegistry(ConsulConfig(wait_s=300), inputs)
+
+
+async def test_after_an_error_the_next_query_does_not_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Consul restarted: its index is now lower than the one we held. Carrying the old index
+    would park the query for the whole wait (300 s here); after an error the watch starts
+    over from index 0, which answers at once."""
+    monkeypatch.setattr(consul_mod.random, "uniform", lambda a, b: 0.0)
+    client = ScriptedConsul([({}, 900), ConsulUnavailable("refused"), ({}, 12)])
+    registry = _registry()
+    registry._client = client  # type: ignore[assignment]
+    task = asyncio.create_task(registry._watch_catalog(), name="watch")
+    try:
+        await asyncio.wait_for(client.done.wait(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert client.indexes == [0, 900, 0, 12]
+
+
+def test_staleness_is_the_age_since_the_watch_broke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocking query parked for 25 s is fresh until Consul goes away; the staleness
+    during an outage is the outage's age, not the time since the query last returned."""
+    now = [1000.0]
+    monkeypatch.setattr(consul_mod.time, "monotonic", lambda: now[0])
+    registry = _registry()
+    registry._ok("catalog")
+    registry._ok("chat")
+    now[0] += 25  # both queries parked, in sync
+    assert registry.staleness_s == 0.0
+    registry._failed("catalog", ConsulUnavailable("refused"))
+    now[0] += 1
+    registry._failed("chat", ConsulUnavailable("refused"))
+    now[0] += 5
+    assert registry.staleness_s == 6.0  # since the first watch broke
+    registry._failed("catalog", ConsulUnavailable("refused"))  # a retry keeps its start
+    assert registry.staleness_s == 6.0
+    registry._ok("catalog")
+    assert registry.staleness_s == 5.0
+    registry._ok("chat")
+    assert registry.staleness_s == 0.0
