@@ -56,7 +56,10 @@ class _Backend(StartStop):
     name = "backend"
     health_path = "/"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, models: Sequence[str], workdir: Path, port: int | None = None) -> None:
+        if not models:
+            raise ValueError(f"{type(self).__name__} needs at least one model name")
+        self.models = list(models)
         self.workdir = workdir
         self.port = port if port is not None else PORTS.take(1)[0]
         self.proc: ManagedProcess | None = None
@@ -113,10 +116,7 @@ class InferenceSim(_Backend):
         extra_args: Sequence[str] = (),
         binary: Path | None = None,
     ) -> None:
-        super().__init__(workdir, port)
-        if not models:
-            raise ValueError("InferenceSim needs at least one model name")
-        self.models = list(models)
+        super().__init__(models, workdir, port)
         self.inter_token_latency_ms = inter_token_latency_ms
         self.extra_args = list(extra_args)
         found = binary or inference_sim_binary()
@@ -155,10 +155,7 @@ class KServeServer(_Backend):
         port: int | None = None,
         python: Path | None = None,
     ) -> None:
-        super().__init__(workdir, port)
-        if not models:
-            raise ValueError("KServeServer needs at least one model name")
-        self.models = list(models)
+        super().__init__(models, workdir, port)
         found = python or kserve_python()
         if found is None:
             raise FileNotFoundError(
