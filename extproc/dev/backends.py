@@ -47,7 +47,10 @@ class _Backend(StartStop):
     name = "backend"
     health_path = "/"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, models: Sequence[str], workdir: Path, port: int | None = None) -> None:
+        if not models:
+            raise ValueError(f"{type(self).__name__} needs at least one model name")
+        self.models = list(models)
         self.workdir = workdir
         self.port = port if port is not None else PORTS.take(1)[0]
         self.proc: ManagedProcess | None = None
@@ -100,10 +103,7 @@ class KServeServer(_Backend):
         port: int | None = None,
         python: Path | None = None,
     ) -> None:
-        super().__init__(workdir, port)
-        if not models:
-            raise ValueError("KServeServer needs at least one model name")
-        self.models = list(models)
+        super().__init__(models, workdir, port)
         found = python or kserve_python()
         if found is None:
             raise FileNotFoundError(

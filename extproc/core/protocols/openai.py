@@ -113,25 +113,25 @@ def _check_messages(body: Mapping[str, Any]) -> None:
                 f"message {i} has role tool but no string 'tool_call_id'",
                 field=at + "/tool_call_id",
             )
-        content = msg.get("content")
-        if content is None or isinstance(content, str):
-            continue
-        if not isinstance(content, list):
-            raise InvalidRequest(
-                f"message {i} content must be a string, null or an array of parts",
-                field=at + "/content",
-            )
-        _check_parts(content, f"message {i}", at)
+        _check_content(msg.get("content"), f"message {i}", at, null=True)
 
 
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 """Content parts that carry a ``text`` (chat: ``text``; responses: the others)."""
 
 
-def _check_parts(parts: list[Any], what: str, at: str) -> None:
-    """Each content part is an object with a string ``type``; text parts carry a string
+def _check_content(content: object, what: str, at: str, *, null: bool) -> None:
+    """A message's ``content`` (at ``at``/content): a string, ``null`` when allowed, or an
+    array of parts, each an object with a string ``type``; text parts carry a string
     ``text``."""
-    for j, part in enumerate(parts):
+    if isinstance(content, str) or (null and content is None):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(
+            f"{what} content must be a string{', null' if null else ''} or an array of parts",
+            field=at + "/content",
+        )
+    for j, part in enumerate(content):
         pat = f"{at}/content/{j}"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise InvalidRequest(
@@ -178,15 +178,7 @@ def _check_response_input(body: Mapping[str, Any]) -> None:
                 "system, developer, user, assistant",
                 field=at + "/role",
             )
-        content = item.get("content")
-        if isinstance(content, str):
-            continue
-        if not isinstance(content, list):
-            raise InvalidRequest(
-                f"input item {i} content must be a string or an array of parts",
-                field=at + "/content",
-            )
-        _check_parts(content, f"input item {i}", at)
+        _check_content(item.get("content"), f"input item {i}", at, null=False)
 
 
 def _check_text_or_tokens(body: Mapping[str, Any], name: str) -> None:
