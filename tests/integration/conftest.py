@@ -50,6 +50,14 @@ SERVER_SPECS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def children_use_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes a test starts (``up``, a supervisor) make their temporary directories
+    under the test's ``tmp_path``, so none is left in /tmp (a SIGKILLed supervisor
+    cannot remove its own)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @contextlib.asynccontextmanager
 async def running(server_specs: list[ModelServerSpec]) -> AsyncIterator[dict[str, ModelServer]]:
     """Real model servers by name, always stopped afterwards (each one, even if another's
