@@ -243,9 +243,21 @@ def envoy_config(config_path: Path) -> None:
     show_default=True,
     help="static: the routing file lists deployments; consul: a real local Consul agent.",
 )
-def demo(log_level: str, registry: str) -> None:
+@click.option(
+    "--scenario",
+    type=click.Choice(["routing", "load-aware"]),
+    default="routing",
+    show_default=True,
+    help="routing: identification and routing on small model servers; load-aware: "
+    "load-aware picks and shedding on llm-d-inference-sim (scripts/install-inference-sim).",
+)
+def demo(log_level: str, registry: str, scenario: str) -> None:
     """Start model servers, router and Envoy; send requests; print where each landed."""
+    logs.setup(log_level, json=False)
+    if scenario == "load-aware":
+        from extproc.dev.demo_load_aware import run_load_aware_demo
+
+        sys.exit(run(run_load_aware_demo()))
     from extproc.dev.demo import run_demo
 
-    logs.setup(log_level, json=False)
     sys.exit(run(run_demo(registry)))

@@ -90,6 +90,9 @@ async def test_classes_are_shed_in_order_with_json_and_retry_after(
         # every queue at 6 (saturation 5): load 1.2
         r = await eventually(sheddable_is_shed, timeout=10, what="sheddable shed")
         assert r.headers["retry-after"] == "3"
+        # a reply no model server made carries no routing headers (the request matched
+        # the model's fail-open route before the router answered)
+        assert not {"x-model-router-deployment", "x-model-router-fail-open"} & set(r.headers)
         assert r.headers["content-type"] == "application/json"
         err = http_error(r)
         assert err["type"] == "overloaded" and "sheddable" in err["message"]

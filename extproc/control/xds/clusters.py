@@ -23,7 +23,10 @@ from extproc.core.envoy_wire import DESTINATION_HEADER, cluster_name
 from extproc.core.snapshot import Deployment, Snapshot
 
 METADATA_NAMESPACE = "model_router"
-"""Cluster metadata with the deployment's model, version and name (response headers)."""
+"""Cluster and endpoint metadata with the deployment's model, version and name. Routes
+read the endpoint's (``%UPSTREAM_METADATA%``) for the response headers, so a reply
+Envoy or the router makes without an upstream (an error) carries none of them; every
+endpoint also has ``upstream: "1"`` for the fail-open marker."""
 
 DEFAULT_HEALTH_PATHS = {"openai": "/health", "kserve_v2": "/v2/health/ready"}
 _ADS = {"ads": {}, "resource_api_version": "V3"}
@@ -114,11 +117,7 @@ def deployment_cluster(
         "ignore_health_on_host_removal": True,
         "metadata": {
             "filter_metadata": {
-                METADATA_NAMESPACE: {
-                    "model": dep.model,
-                    "version": dep.version,
-                    "deployment": dep.name,
-                }
+                METADATA_NAMESPACE: dict(_identity(dep))
             }
         },
     }
@@ -147,7 +146,14 @@ def deployment_endpoints(dep: Deployment) -> endpoint_pb2.ClusterLoadAssignment:
         sa.address = host.strip("[]")
         sa.port_value = int(port)
         lb.load_balancing_weight.value = max(ep.weight, 1)
+        fields = lb.metadata.filter_metadata[METADATA_NAMESPACE].fields
+        for key, value in (*_identity(dep), ("upstream", "1")):
+            fields[key].string_value = value
     return cla
+
+
+def _identity(dep: Deployment) -> tuple[tuple[str, str], ...]:
+    return (("model", dep.model), ("version", dep.version), ("deployment", dep.name))
 
 
 def build_clusters(

@@ -84,7 +84,9 @@ POST, JSON in UTF-8, no content coding, no capability requirements."""
 
 
 def _meta(key: str) -> str:
-    return f"%CLUSTER_METADATA({METADATA_NAMESPACE}:{key})%"
+    """The serving endpoint's metadata: empty (so the header is left out) on a reply no
+    upstream made, such as the router's errors on a model's fail-open route."""
+    return f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{key})%"
 
 
 class RouteBuilder:
@@ -185,7 +187,7 @@ class RouteBuilder:
         if native:
             per_filter[EXT_PROC_FILTER] = _EXT_PROC_OFF
         else:
-            headers.append((FAIL_OPEN_HEADER, "1"))
+            headers.append((FAIL_OPEN_HEADER, _meta("upstream")))  # "1" when it was used
         route["response_headers_to_add"] = self._headers(headers)
         route["request_headers_to_remove"] = [CLUSTER_HEADER]
         route["typed_per_filter_config"] = per_filter
