@@ -150,10 +150,6 @@ async def run_load_aware_demo() -> int:
                     break
                 await asyncio.sleep(0.1)
             critical = await _spread(session, url, 4, {"x-model-router-priority": "critical"})
-            live = await explain_live(metrics_url, "POST", "/v1/chat/completions",
-                                      [("x-model-router-priority", "sheddable")],
-                                      json.dumps(CHAT).encode())  # fmt: skip
-            print(json.dumps(live.get("scheduling"), indent=1))
             print(f"   sheddable -> {dict(sheddable)}; critical -> {dict(critical)}")
         ok = (
             set(first) == {"sim-0"}

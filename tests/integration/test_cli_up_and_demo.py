@@ -75,6 +75,24 @@ async def test_demo_exits_zero_and_prints_the_table(tmp_path: Path) -> None:
     assert "model_not_found" in text
 
 
+async def test_load_aware_demo_on_simulators(tmp_path: Path) -> None:
+    from extproc.dev.inference_sim import inference_sim_binary
+
+    if inference_sim_binary() is None:
+        pytest.skip("no llm-d-inference-sim: run scripts/install-inference-sim")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extproc", "demo", "--scenario", "load-aware",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    text = (await finish(proc)).decode()
+    assert proc.returncode == 0, text
+    assert "load-aware picks: as expected." in text
+    assert "requests -> {'sim-0': 6}" in text and "requests -> {'sim-1': 6}" in text
+    assert "sheddable -> {'429': 4}" in text
+    assert os.listdir(tmp_path) == []
+
+
 async def test_children_die_with_their_parent() -> None:
     """If `up` (or any supervisor) is SIGKILLed, Envoy and the router must not linger."""
     code = (

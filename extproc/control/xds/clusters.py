@@ -115,11 +115,7 @@ def deployment_cluster(
             "successful_active_health_check_uneject_host": False,
         },
         "ignore_health_on_host_removal": True,
-        "metadata": {
-            "filter_metadata": {
-                METADATA_NAMESPACE: dict(_identity(dep))
-            }
-        },
+        "metadata": {"filter_metadata": {METADATA_NAMESPACE: dict(_identity(dep))}},
     }
     checks = _health_checks(health, protocol) if health is not None else []
     if checks:

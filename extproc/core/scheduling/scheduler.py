@@ -17,7 +17,7 @@ from extproc.core.capabilities import Requirements
 from extproc.core.errors import ModelNotFound, NoHealthyDeployment, VersionNotFound, shown
 from extproc.core.request import InferenceRequest
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest
-from extproc.core.scheduling.profile import Profile, ScheduleTrace
+from extproc.core.scheduling.profile import Profile, ScheduleTrace, candidate_signals
 from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import ModelEntry, Snapshot
 
@@ -155,9 +155,11 @@ class Scheduler:
         if trace is None:
             cands = self._cached_pool(snapshot, profile, req)
             cands = profile.apply_filters(req, cands, profile.request_filters)
-        else:  # explain: every filter in turn, nothing cached
+        else:  # explain: every filter in turn, nothing cached; every endpoint's signals
             trace.profile = profile.name
-            cands = profile.apply_filters(req, candidates_of(model), profile.filters, trace)
+            every = candidates_of(model)
+            trace.signals = {c.address: candidate_signals(req, c) for c in every}
+            cands = profile.apply_filters(req, every, profile.filters, trace)
         if adm is not None:
             req.budget_ms = budget_ms if budget_ms is not None else adm.objectives.get(model.name)
             cands = admit(adm, req, cands, trace)
