@@ -35,6 +35,7 @@ from extproc.dev.inference_sim import InferenceSim, inference_sim_binary
 from extproc.ops.envoy_config import EnvoyPorts
 from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
+from loadtest.bench.streams import timed_stream
 
 SIMS = 4
 SLOTS = 4
@@ -72,27 +73,14 @@ async def _one(
         "x-model-router-priority": cls,
         "x-model-router-ttft-budget-ms": str(BUDGET_MS[cls]),
     }
-    start = time.monotonic()
-    first: float | None = None
-    try:
-        async with session.post(url, json=body, headers=headers) as r:
-            if r.status == 429:
-                run.shed += 1
-                await r.read()
-                return
-            if r.status != 200:
-                run.errors += 1
-                await r.read()
-                return
-            async for _ in r.content.iter_any():
-                if first is None:
-                    first = time.monotonic()
-    except (aiohttp.ClientError, TimeoutError):
+    status, ttft, _ = await timed_stream(session, url, body, headers)
+    if status == 429:
+        run.shed += 1
+    elif status != 200:
         run.errors += 1
-        return
-    ttft = (first or time.monotonic()) - start
-    run.ttft.append(ttft)
-    run.good += ttft * 1000 <= BUDGET_MS[cls]
+    else:
+        run.ttft.append(ttft)
+        run.good += ttft * 1000 <= BUDGET_MS[cls]
 
 
 async def drive(url: str, duration_s: float, seed: int) -> dict[str, ClassRun]:

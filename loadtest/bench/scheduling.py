@@ -35,6 +35,7 @@ from extproc.ops.stack import Stack
 from loadtest.bench.cpu import cpu_seconds, descendants
 from loadtest.bench.overload import report as overload_report
 from loadtest.bench.overload import run_overload
+from loadtest.bench.streams import timed_stream
 
 PROFILES = {
     "round_robin": "default",
@@ -114,23 +115,12 @@ def prompt(scenario: Scenario, rng: random.Random) -> list[dict[str, str]]:
 async def one_request(
     session: aiohttp.ClientSession, url: str, body: dict[str, Any], run: Run
 ) -> None:
-    start = time.monotonic()
-    first: float | None = None
-    try:
-        async with session.post(url, json=body) as r:
-            if r.status != 200:
-                run.errors += 1
-                await r.read()
-                return
-            async for _ in r.content.iter_any():
-                if first is None:
-                    first = time.monotonic()
-    except (aiohttp.ClientError, TimeoutError):
+    status, ttft, e2e = await timed_stream(session, url, body)
+    if status != 200:
         run.errors += 1
         return
-    end = time.monotonic()
-    run.ttft.append((first or end) - start)
-    run.e2e.append(end - start)
+    run.ttft.append(ttft)
+    run.e2e.append(e2e)
 
 
 async def drive(scenario: Scenario, url: str, duration_s: float, seed: int) -> Run:
