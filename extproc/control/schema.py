@@ -157,6 +157,9 @@ class ConsulConfig(_Strict):
     wait_s: Annotated[int, Field(ge=1, le=600)] = 30
     """Blocking-query wait: Consul answers at once on change, else after this long."""
     startup_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    recovery_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """After Consul answers again following an outage, a model its answers leave with no
+    routable instance keeps its last known instances this long (0: never)."""
     fallback_to_file: bool = False
     """Consul unreachable at start-up: route on this file's ``deployments`` meanwhile
     (otherwise stay NOT_SERVING until Consul answers)."""

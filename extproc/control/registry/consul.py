@@ -17,7 +17,11 @@ Mapping (documented in the README):
 Watches use blocking queries: ``/v1/catalog/services`` for membership and one
 ``/v1/health/service/<name>`` per model service. Errors back off with full jitter.
 If Consul becomes unreachable the last snapshot keeps serving; its age is exported
-as ``model_router_registry_staleness_seconds``.
+as ``model_router_registry_staleness_seconds``. For ``recovery_grace_s`` after a watch
+answers again, a model the new answers leave with no routable instance keeps the
+instances it had (a Consul that lost its state is repopulated by re-registration and
+anti-entropy, and a new check is critical until its first run): a registry blip must
+not black-hole a model. Envoy's health checks and ejection still guard those instances.
 """
 
 from __future__ import annotations
@@ -118,6 +122,9 @@ class ConsulRegistry(Registry):
         self._down_since: float | None = None
         self._from_file = False
         self._rebuild_lock = asyncio.Lock()
+        self._recovered_at: float | None = None  # when a failing watch last answered again
+        self._held_over: tuple[str, ...] = ()  # models routed on pre-outage instances
+        self._grace_timer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         state = "reachable" if self._down_since is None else "unreachable"
@@ -145,6 +152,7 @@ class ConsulRegistry(Registry):
             "staleness_s": round(self.staleness_s, 3),
             "from_file": self._from_file,
             "services": sorted(self._services),
+            "held_over": list(self._held_over),
         }
 
     async def start(self) -> None:
@@ -192,7 +200,8 @@ class ConsulRegistry(Registry):
         return task
 
     def _ok(self, watch: str) -> None:
-        self._failing.pop(watch, None)
+        if self._failing.pop(watch, None) is not None:
+            self._recovered_at = time.monotonic()
         if self._down_since is not None and not self._failing:
             log.warning(
                 "Consul reachable again after %.1fs; resuming live updates",
@@ -258,6 +267,39 @@ class ConsulRegistry(Registry):
             await self._rebuild()
 
     # -- snapshot ----------------------------------------------------------------------
+
+    def _hold_over(self, by_model: dict[str, list[Deployment]]) -> None:
+        """Within ``recovery_grace_s`` of Consul answering again, a model left with no
+        routable instance keeps the deployments of the last snapshot (logged, shown in
+        ``describe``); a rebuild when the grace ends drops them if still absent."""
+        held: list[str] = []
+        grace = self._cfg.recovery_grace_s
+        since = None if self._recovered_at is None else time.monotonic() - self._recovered_at
+        if self._snapshot is not None and since is not None and since < grace:
+            for name, entry in self._snapshot.models.items():
+                now = by_model.get(name, [])
+                if any(d.routable for d in now) or not any(d.routable for d in entry.deployments):
+                    continue
+                by_model[name] = [*entry.deployments, *(d for d in now if not d.routable)]
+                held.append(name)
+            if held and self._grace_timer is None:
+                self._grace_timer = self._spawn(
+                    self._end_grace(grace - since), "consul-recovery-grace"
+                )
+        if held and held != list(self._held_over):
+            log.warning(
+                "Consul answered again without routable instances of %s; keeping their "
+                "last known instances for up to %.0fs (recovery_grace_s)", ", ".join(held), grace,
+            )  # fmt: skip
+        elif self._held_over and not held:
+            log.warning("Consul recovery: %s routed on live instances again",
+                        ", ".join(self._held_over))  # fmt: skip
+        self._held_over = tuple(held)
+
+    async def _end_grace(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._grace_timer = None
+        await self._rebuild()
 
     async def _address(self, host: str, port: int) -> str | None:
         try:
@@ -335,6 +377,7 @@ class ConsulRegistry(Registry):
                 protocols.setdefault(model, g["protocol"])
             if g["spec"]:
                 spec_refs.setdefault(model, g["spec"])
+        self._hold_over(by_model)
         for name in sorted(set(file_models) | set(by_model)):
             deps = tuple(by_model.get(name, ()))
             declared = file_models[name].versions if name in file_models else ()

@@ -79,3 +79,60 @@ def test_staleness_is_the_age_since_the_watch_broke(monkeypatch: pytest.MonkeyPa
     assert registry.staleness_s == 5.0
     registry._ok("chat")
     assert registry.staleness_s == 0.0
+
+
+def _entry(status: str) -> dict[str, Any]:
+    return {
+        "Service": {"ID": "chat-1", "Address": "127.0.0.1", "Port": 9000,
+                    "Meta": {"version": "1"}},
+        "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+                   {"CheckID": "service:chat-1", "Status": status}],
+    }  # fmt: skip
+
+
+def _routable(registry: ConsulRegistry) -> bool:
+    snapshot = registry.snapshot
+    assert snapshot is not None
+    return any(d.routable for d in snapshot.models["chat"].deployments)
+
+
+async def _answered(registry: ConsulRegistry, status: str) -> None:
+    registry._services["chat"] = [_entry(status)]
+    await registry._rebuild()
+
+
+@pytest.mark.parametrize("grace", [10.0, 0.0])
+async def test_a_model_emptied_by_consul_coming_back_keeps_its_instances_for_the_grace(
+    grace: float,
+) -> None:
+    """Consul lost its state: when it answers again the instance is registered anew and its
+    check is critical until it first runs. Within ``recovery_grace_s`` the model keeps the
+    instances it had (shown in describe) instead of answering 503; once the grace is over,
+    or with a grace of 0, the live answer wins. Without an outage a critical check removes
+    the instance at once."""
+    inputs = RegistryInputs("<test>", {}, (), frozenset())
+    registry = ConsulRegistry(ConsulConfig(recovery_grace_s=grace), inputs)
+    parked = asyncio.create_task(asyncio.Event().wait(), name="parked-watch")
+    registry._watches["chat"] = parked
+    registry._catalog_seen = True
+    try:
+        await _answered(registry, "passing")
+        assert _routable(registry)
+        await _answered(registry, "critical")
+        assert not _routable(registry)  # no outage: the live answer at once
+        await _answered(registry, "passing")
+
+        registry._failed("chat", ConsulUnavailable("refused"))
+        registry._ok("chat")  # Consul answers again
+        await _answered(registry, "critical")
+        assert _routable(registry) is (grace > 0)
+        assert registry.describe()["held_over"] == (["chat"] if grace else [])
+        if grace:
+            assert registry._recovered_at is not None
+            registry._recovered_at -= grace  # the grace is over
+            await registry._rebuild()
+            assert not _routable(registry)
+            assert registry.describe()["held_over"] == []
+    finally:
+        await registry.stop()
+    assert parked.cancelled()
