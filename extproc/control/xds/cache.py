@@ -94,16 +94,17 @@ class ResourceCache:
     def set(self, snapshots: Iterable[TypeSnapshot]) -> bool:
         """Publish a consistent set of types at once (those whose version changed) and wake
         every stream; True when anything changed."""
-        changed = False
+        fresh = []
         for snap in snapshots:
             old = self._types.get(snap.type_url)
             if old is None or old.version != snap.version:
                 self._types[snap.type_url] = snap
-                changed = True
+                fresh.append(snap)
+        changed = bool(fresh)
         if changed:
             self.generation += 1
-            for snap in self._types.values():
-                self._born.setdefault((snap.type_url, snap.version), self.generation)
+            for snap in fresh:  # a version seen before (a flip back) is born again now
+                self._born[(snap.type_url, snap.version)] = self.generation
             if len(self._born) > 256:  # only recent versions are ever ACKed
                 oldest = sorted(self._born.items(), key=lambda kv: kv[1])[:128]
                 for key, _ in oldest:
