@@ -8,6 +8,7 @@ profiles) is :mod:`extproc.control.compile`. Nothing here compiles or does I/O.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,15 +55,25 @@ class ListenerConfig(_Strict):
     drain_delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
     """On SIGTERM: how long to report NOT_SERVING, still serving, before stopping, so
     health checkers (Envoy's ext_proc cluster checks every second) move traffic first."""
-    unix_socket_dir: str | None = None
-    """Also listen on a Unix domain socket, ``<dir>/worker-<i>.sock``, and have a
-    same-host Envoy reach this router's workers there (ext_proc and xDS)."""
+    unix_socket_dir: str | None = "@model-router"
+    """Each worker also listens on a Unix domain socket, ``<dir>/<host>-<its port>.sock``,
+    and a same-host Envoy (``up``, ``envoy-config``) reaches the workers there for
+    ext_proc, xDS and the access log: measured cheaper than TCP loopback (README
+    Performance). A leading ``@`` is Linux's abstract namespace (the default): no file to
+    create or clean up, reachable by the same processes as TCP loopback, and a name
+    taken by another process fails start-up like a port in use. null: TCP only (Envoy
+    on another host or network namespace reaches ``host:port``)."""
 
     def unix_socket(self, worker: int) -> str | None:
-        """Worker *i*'s socket path, when Unix sockets are on."""
-        if self.unix_socket_dir is None:
+        """Worker *i*'s socket path (``@...``: abstract), when Unix sockets are on."""
+        return self.unix_socket_at(self.port + worker)
+
+    def unix_socket_at(self, port: int) -> str | None:
+        """The socket path of the worker whose gRPC port is ``port``."""
+        base = self.unix_socket_dir
+        if base is None or (base.startswith("@") and not sys.platform.startswith("linux")):
             return None
-        return f"{self.unix_socket_dir.rstrip('/')}/worker-{worker}.sock"
+        return f"{base.rstrip('/')}/{self.host}-{port}.sock"
 
 
 RETRY_CONDITIONS = frozenset(

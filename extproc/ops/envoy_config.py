@@ -115,8 +115,8 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
 
     def workers(worker_ports: tuple[int, ...]) -> list[tuple[str, str]]:
         out = []
-        for i, port in enumerate(worker_ports):
-            sock = config.listener.unix_socket(i) if ports.unix_sockets else None
+        for port in worker_ports:
+            sock = config.listener.unix_socket_at(port) if ports.unix_sockets else None
             endpoint = _pipe(sock) if sock else _socket(ports.ext_proc_host, port)
             out.append((f"{ports.ext_proc_host}:{port}", endpoint))
         return [*out, *peers]

@@ -237,9 +237,20 @@ class Server:
         self.bound_port = await self._retry_bind(f"{address} (gRPC, listener.port)", bind_grpc)
         sock = self.compiled.config.listener.unix_socket(self.worker)
         if sock is not None:
-            _clear_socket(Path(sock))
-            if self._grpc.add_insecure_port(f"unix:{sock}") == 0:
-                raise ListenError(f"cannot listen on unix:{sock}")
+            if sock.startswith("@"):  # Linux's abstract namespace: no file
+                target = f"unix-abstract:{sock[1:]}"
+            else:
+                _clear_socket(Path(sock))
+                target = f"unix:{sock}"
+            try:
+                bound = self._grpc.add_insecure_port(target)
+            except RuntimeError as exc:  # grpcio raises when nothing could bind
+                raise ListenError(
+                    f"cannot listen on {target} (listener.unix_socket_dir): in use by "
+                    "another process, or not allowed"
+                ) from exc
+            if bound == 0:
+                raise ListenError(f"cannot listen on {target} (listener.unix_socket_dir)")
         if self.metrics_port:
             registry, host, port = self.metrics.registry, self.host, self.metrics_port
 

@@ -222,3 +222,23 @@ def test_kserve_model_names_cannot_end_in_a_reserved_suffix() -> None:
     assert "models.fraud/config: a KServe v2 model name cannot end in '/config'" in found[0]
     assert "read as model 'fraud'" in found[0]
     assert "cannot end in '/versions/2'" in found[1]
+
+
+def test_workers_listen_on_abstract_unix_sockets_named_by_their_port_by_default() -> None:
+    """Same-host Envoy reaches each worker on a Unix socket (measured cheaper than TCP
+    loopback); the name follows the worker's TCP port, so the port's exclusivity makes
+    the name unique on the host. null keeps TCP only; a folder gives files."""
+    listener = parse_config(
+        "listener: {port: 6000, workers: 2}\nmodels: {m: {protocol: generic, versions: ['1']}}\n"
+    ).listener
+    assert [listener.unix_socket(i) for i in (0, 1)] == [
+        "@model-router/127.0.0.1-6000.sock", "@model-router/127.0.0.1-6001.sock",
+    ]  # fmt: skip
+    off = parse_config(
+        "listener: {unix_socket_dir: null}\nmodels: {m: {protocol: generic, versions: ['1']}}\n"
+    ).listener
+    assert off.unix_socket(0) is None
+    files = parse_config(
+        "listener: {unix_socket_dir: /run/mr/}\nmodels: {m: {protocol: generic, versions: ['1']}}\n"
+    ).listener
+    assert files.unix_socket(1) == "/run/mr/127.0.0.1-50052.sock"

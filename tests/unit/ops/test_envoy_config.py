@@ -46,13 +46,21 @@ def test_rendering_follows_the_routing_file() -> None:
     assert [a["filter"]["header_filter"]["header"]["string_match"]["exact"] for a in loggers] == [
         "127.0.0.1:2000", "127.0.0.1:2001", "10.0.0.9:7000",
     ]  # fmt: skip
-    for name in ("ext_proc", "xds"):  # every worker, then the other routers
-        ports = [
-            (e["endpoint"]["address"]["socket_address"]["address"],
-             e["endpoint"]["address"]["socket_address"]["port_value"])
-            for e in clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        ]  # fmt: skip
-        assert ports == [("127.0.0.1", 2000), ("127.0.0.1", 2001), ("10.0.0.9", 7000)]
+    for name in ("ext_proc", "xds"):  # every worker on its Unix socket, then the other routers
+        addresses = [e["endpoint"]["address"]
+                     for e in clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
+        assert addresses == [
+            {"pipe": {"path": "@model-router/127.0.0.1-2000.sock"}},
+            {"pipe": {"path": "@model-router/127.0.0.1-2001.sock"}},
+            {"socket_address": {"address": "10.0.0.9", "port_value": 7000}},
+        ]
+    tcp = yaml.safe_load(
+        render_bootstrap(cfg, EnvoyPorts(1000, 1001, (2000, 2001), unix_sockets=False))
+    )
+    tcp_clusters = {c["name"]: c for c in tcp["static_resources"]["clusters"]}
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"]
+            for e in tcp_clusters["ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            ] == [2000, 2001, 7000]  # fmt: skip
     ads = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
     assert ads["cluster_name"] == "xds"
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
