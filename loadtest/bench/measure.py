@@ -216,7 +216,7 @@ async def run_setup(
         backends,
         validation=validation,
         pin_cpu=opts.pin_cpu,
-        unix_socket_dir=str(sdir / "sockets") if setup.uds else None,
+        unix_socket_dir="@model-router-bench" if setup.uds else None,  # the default kind
     )
     config_path.write_text(text)
     config = parse_config(text, str(config_path))
