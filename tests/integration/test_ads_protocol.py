@@ -78,7 +78,10 @@ async def test_a_nacked_update_keeps_the_previous_config(
     await grpc_server.start()
     bootstrap = tmp_path / "envoy.yaml"
     bootstrap.write_text(
-        render_bootstrap(parse_config(routes.read_text()), EnvoyPorts(listen, admin, (ads_port,)))
+        render_bootstrap(  # this test's ADS server listens on TCP only
+            parse_config(routes.read_text()),
+            EnvoyPorts(listen, admin, (ads_port,), unix_sockets=False),
+        )
     )
     envoy = ManagedProcess("envoy", envoy_argv(bootstrap), log=tmp_path / "envoy.log")
     await envoy.start()
