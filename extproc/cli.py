@@ -230,8 +230,10 @@ def up(config_path: Path, workers: int | None, log_level: str) -> None:
 def envoy_config(config_path: Path) -> None:
     """Print the Envoy bootstrap for a routing file (what `up` runs; envoy/envoy.yaml)."""
     from extproc.ops.envoy_config import render_bootstrap
+    from extproc.ops.gateway_filters import jwks_path
 
-    click.echo(render_bootstrap(_load_or_exit(config_path).config), nl=False)
+    config = _load_or_exit(config_path).config
+    click.echo(render_bootstrap(config, jwks=jwks_path(config, config_path)), nl=False)
 
 
 @main.command()
