@@ -196,14 +196,14 @@ class QuotaBook:
             b.granted = 0 if self.shared else b.share
 
     def _fits(self, b: Bucket, n: int) -> bool:
+        if self.shared and not self.store_ok:
+            if not self.fail_open:  # closed: not even from a lease (Redis may have lost it)
+                raise QuotaUnavailable("the shared quota store is unreachable; retry shortly")
+            return b.used + n <= max(b.granted, b.share)
         if b.used + n <= b.granted:
             return True
         if not self.shared:
             return False
-        if not self.store_ok:
-            if not self.fail_open:
-                raise QuotaUnavailable("the shared quota store is unreachable; retry shortly")
-            return b.used + n <= max(b.granted, b.share)
         over = b.used + n - b.granted
         known = b.total if b.total is not None else 0
         return over <= b.lease and known + over <= b.limit
