@@ -60,9 +60,11 @@ def local_replies(max_body_bytes: int, max_request_headers: int = 100) -> list[L
     return [
         LocalReply(
             "a JWT that does not verify (jwt_authn: bad signature, expired, wrong issuer or "
-            "audience): Envoy's 401 with WWW-Authenticate",
+            "audience): Envoy's 401 with WWW-Authenticate (403 for a wrong audience, made "
+            "401: a token for another service is not a credential here)",
             _cel("response.code_details.startsWith('jwt_authn_access_denied')"),
-            "unauthenticated", "the JWT is not valid: %LOCAL_REPLY_BODY%", 401),
+            "unauthenticated", "the JWT is not valid: %LOCAL_REPLY_BODY%", 401,
+            set_status=True),
         LocalReply(
             "the native-route authorization check (ext_authz) could not reach the router: "
             "fail-closed 503",
