@@ -4,6 +4,8 @@ protocol shape, and a decoy model server that no unauthenticated request reaches
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -195,3 +197,61 @@ async def test_over_quota_is_429_with_openai_headers_on_both_paths(
         return True
 
     await eventually(counted)
+
+
+async def test_key_rotation_under_load_loses_no_request(
+    keyed: tuple[Stack, dict[str, str], dict[str, ModelServer]],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    """Add the new key, move the clients to it, drop the old one, with a broken keys
+    file written in between: every request with a key valid at the time is served."""
+    stack, keys, _ = keyed
+    path = tmp_path / "keys.yaml"
+    old, new = keys["acme"], new_key()
+    current = {"key": old}
+    seen: dict[str, int] = {}
+    stop = asyncio.Event()
+    deadline = time.monotonic() + 60  # the load is bounded even if a step hangs
+    calls = [("/v1/chat/completions", chat()), ("/v2/models/tensor/infer", TENSOR)]
+
+    async def loop(n: int) -> None:
+        i = n
+        while not stop.is_set() and time.monotonic() < deadline:
+            path_, body = calls[i % 2]
+            i += 1
+            r = await client.post(stack.url + path_, json=body,
+                                  headers={"x-api-key": current["key"]})  # fmt: skip
+            seen[str(r.status_code)] = seen.get(str(r.status_code), 0) + 1
+            assert r.status_code == 200, (path_, r.status_code, r.text)
+
+    async def works(key: str, want: int) -> bool:
+        r = await client.post(stack.url + "/v2/models/tensor/infer", json=TENSOR,
+                              headers={"x-api-key": key})  # fmt: skip
+        return r.status_code == want
+
+    entries = [entry_for(old, name="acme-ci", tenant="acme")]
+    tasks = [asyncio.create_task(loop(n), name=f"rotation-load-{n}") for n in range(4)]
+    try:
+        await eventually(lambda: seen.get("200", 0) >= 20, what="load running")
+        write_keys(path, [*entries, entry_for(new, name="acme-ci-2", tenant="acme")])
+        await eventually(lambda: works(new, 200), what="new key accepted")
+        current["key"] = new
+        path.write_text("keys: [this is {not yaml")  # a broken file keeps the last good
+        await eventually(lambda: reload_errors(client, stack), what="broken file refused")
+        before = seen["200"]
+        await eventually(lambda: seen["200"] >= before + 20, what="served on the last good")
+        write_keys(path, [entry_for(new, name="acme-ci-2", tenant="acme")])
+        await eventually(lambda: works(old, 401), what="old key refused")
+        before = seen["200"]
+        await eventually(lambda: seen["200"] >= before + 20, what="served after rotation")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)  # an assertion in a loop fails the test here
+    assert set(seen) == {"200"}, seen
+
+
+async def reload_errors(client: httpx.AsyncClient, stack: Stack) -> bool:
+    port = stack.config.listener.metrics_port
+    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return 'model_router_config_reloads_total{result="error"}' in text
