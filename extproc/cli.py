@@ -236,6 +236,23 @@ def envoy_config(config_path: Path) -> None:
     click.echo(render_bootstrap(config, jwks=jwks_path(config, config_path)), nl=False)
 
 
+@main.command("new-key")
+@click.option("--name", required=True, help="How logs and errors name the key.")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+def new_api_key(name: str, tenant: str) -> None:
+    """Make an API key: prints the key (shown once, never stored) on stderr and the keys
+    file entry (its SHA-256 digest) on stdout."""
+    import yaml
+
+    from extproc.control.gateway.keys import entry_for, new_key
+
+    key = new_key()
+    click.echo(f"API key (give it to the caller; it is not stored anywhere): {key}", err=True)
+    click.echo(
+        yaml.safe_dump([entry_for(key, name=name, tenant=tenant)], sort_keys=False), nl=False
+    )
+
+
 @main.command()
 @click.option("--log-level", default="warning", show_default=True)
 @click.option(
