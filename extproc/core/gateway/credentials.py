@@ -106,7 +106,7 @@ def jwt_claims(filter_metadata: Mapping[str, Any]) -> Mapping[str, Any] | None:
 class Authenticator:
     """API keys by digest, tenants by name, and the JWT claim that names a tenant."""
 
-    __slots__ = ("keys", "realm", "tenant_claim", "tenants")
+    __slots__ = ("_callers", "keys", "realm", "tenant_claim", "tenants")
 
     def __init__(
         self,
@@ -121,6 +121,18 @@ class Authenticator:
         self.tenant_claim = tenant_claim
         """The JWT claim naming the tenant (``None``: JWTs are not accepted)."""
         self.realm = realm
+        self._callers: dict[bytes, Caller] = {}
+        """Each key's caller, built once (the hot path only hashes and looks up)."""
+        for digest, entry in keys.items():
+            policy = self.policy(entry.tenant)
+            if policy is not None:
+                self._callers[digest] = Caller(
+                    tenant=entry.tenant,
+                    policy=policy,
+                    credential=f"API key {entry.name!r}",
+                    models=_narrow(policy.models, entry.models),
+                    default_class=entry.default_class or policy.default_class,
+                )
 
     def __repr__(self) -> str:
         return (
@@ -164,16 +176,10 @@ class Authenticator:
         # no timing tells how much of a digest matched.
         if entry is None or not hmac.compare_digest(entry.digest, digest):
             raise self._fail("the API key is not valid", sent=True)
-        policy = self.policy(entry.tenant)
-        if policy is None:  # the keys file names a tenant the routing file dropped
+        caller = self._callers.get(digest)
+        if caller is None:  # the keys file names a tenant the routing file dropped
             raise self._fail("the API key's tenant is not configured", sent=True)
-        return Caller(
-            tenant=entry.tenant,
-            policy=policy,
-            credential=f"API key {entry.name!r}",
-            models=_narrow(policy.models, entry.models),
-            default_class=entry.default_class or policy.default_class,
-        )
+        return caller
 
     def _from_jwt(self, claims: Mapping[str, Any]) -> Caller:
         assert self.tenant_claim is not None

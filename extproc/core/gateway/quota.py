@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -69,12 +68,15 @@ class TenantQuotas:
 class Bucket:
     """One limit of one scope as this worker holds it."""
 
-    __slots__ = ("granted", "key", "kind", "lease", "limit", "share", "total", "used", "window")
+    __slots__ = ("counts_tokens", "granted", "key", "kind", "lease", "limit", "share", "total",
+                 "used", "window", "windowed")  # fmt: skip
 
     def __init__(self, key: str, kind: str, limit: int, share: int, lease: int) -> None:
         self.key = key
         """``<tenant>|<model or *>|<kind>``: the store's key (tenant names are config's)."""
         self.kind = kind
+        self.windowed = kind != CONCURRENT
+        self.counts_tokens = kind == TOKENS
         self.limit = limit
         self.share = share
         """This worker's share of the limit (embedded mode, and a store outage)."""
@@ -105,12 +107,9 @@ class Bucket:
         return max(0, self.limit - self.total - self.claim)
 
 
-@dataclass(slots=True)
-class _Ticket:
-    buckets: tuple[Bucket, ...]
-    windows: tuple[int, ...]
-    tokens: int
-    at: float
+_Ticket = tuple[tuple[Bucket, ...], int, int, float]
+"""A request holding quota: its concurrency and token buckets, the window it was
+admitted in, the tokens reserved and when (plain tuple: built on every request)."""
 
 
 class QuotaBook:
@@ -142,7 +141,10 @@ class QuotaBook:
         """Called when a lease runs low (the syncer's wake-up)."""
         self.overdrafts = 0
         self.expired = 0
-        self._open: OrderedDict[str, list[_Ticket]] = OrderedDict()
+        self._open: dict[str, _Ticket] = {}
+        """Requests holding quota, oldest first."""
+        self._plans: dict[tuple[str, str], tuple[Bucket, ...]] = {}
+        """The buckets of each (tenant, model) seen, worked out once per configuration."""
 
     def __repr__(self) -> str:
         return (
@@ -154,6 +156,7 @@ class QuotaBook:
         """New limits (a reload): buckets whose limit changed take it at once."""
         self.policies = policies
         self.deciders = deciders
+        self._plans = {}
         for b in self.buckets.values():
             tenant, model, kind = b.key.split("|")
             limit = self._limit(tenant, model, kind)
@@ -208,60 +211,72 @@ class QuotaBook:
         known = b.total if b.total is not None else 0
         return over <= b.lease and known + over <= b.limit
 
+    def _plan(self, tenant: str, model: str) -> tuple[Bucket, ...]:
+        quotas = self._quotas(tenant)
+        plan: tuple[Bucket, ...] = ()
+        if quotas is not None:
+            plan = tuple(
+                self._bucket(tenant, scope, kind, limit)
+                for scope, limits in quotas.scopes(model)
+                for kind, limit in limits.items()
+            )
+        if len(self._plans) >= 10_000:  # models named by clients: bounded
+            self._plans.clear()
+        self._plans[(tenant, model)] = plan
+        return plan
+
     def admit(self, tenant: str, model: str, tokens: int, request_id: str) -> None:
         """Count one request of ``tenant`` for ``model`` (``tokens`` reserved), or raise
         :class:`QuotaExceeded` (429) naming the limit; nothing is counted then."""
-        quotas = self._quotas(tenant)
-        if quotas is None:
+        plan = self._plans.get((tenant, model))
+        if plan is None:
+            plan = self._plan(tenant, model)
+        if not plan:
             return
         now = self.clock()
         window = int(now // WINDOW_S)
-        wanted: list[tuple[Bucket, int]] = []
-        for scope, limits in quotas.scopes(model):
-            for kind, limit in limits.items():
-                n = tokens if kind == TOKENS else 1
-                if n == 0:
-                    continue
-                b = self._bucket(tenant, scope, kind, limit)
+        slow = self.shared and not self.store_ok
+        for b in plan:  # check every limit first: a refusal counts nothing
+            if b.windowed and b.window != window:
                 self._roll(b, window)
-                wanted.append((b, n))
-        if not wanted:
-            return
-        for b, n in wanted:
-            if not self._fits(b, n):
-                raise self._exceeded(b, n, wanted, now)
+            n = tokens if b.counts_tokens else 1
+            if (slow or b.used + n > b.granted) and n and not self._fits(b, n):
+                raise self._exceeded(b, n, plan, tokens, now)
         low = False
-        for b, n in wanted:
+        held: list[Bucket] = []
+        for b in plan:
+            n = tokens if b.counts_tokens else 1
+            if not n:
+                continue
             if b.used + n > b.granted:
                 self.overdrafts += 1
             b.used += n
-            low = low or (self.shared and b.granted - b.used < b.lease / 2)
+            if self.shared and b.granted - b.used < b.lease / 2:
+                low = True
+            if b.kind != REQUESTS:
+                held.append(b)
         if low:
             self.notify()
-        held = tuple(b for b, _ in wanted if b.kind != REQUESTS)
         if held:
-            self._hold(request_id, held, tokens, now)
+            self._hold(request_id, (tuple(held), window, tokens, now))
 
-    def _hold(self, request_id: str, held: tuple[Bucket, ...], tokens: int, now: float) -> None:
-        ticket = _Ticket(held, tuple(b.window for b in held), tokens, now)
-        tickets = self._open.get(request_id)
-        if tickets is None:
-            self._open[request_id] = [ticket]
-        else:
-            tickets.append(ticket)
+    def _hold(self, request_id: str, ticket: _Ticket) -> None:
+        previous = self._open.pop(request_id, None)
+        if previous is not None:  # the same request id twice: the first one is over
+            self._settle(previous, None)
+        self._open[request_id] = ticket
         if len(self._open) > self.max_open:
-            _, dropped = self._open.popitem(last=False)
-            for t in dropped:
-                self._settle(t, None)
-            self.expired += len(dropped)
+            oldest = next(iter(self._open))
+            self._settle(self._open.pop(oldest), None)
+            self.expired += 1
 
     def _exceeded(
-        self, b: Bucket, n: int, wanted: list[tuple[Bucket, int]], now: float
+        self, b: Bucket, n: int, plan: tuple[Bucket, ...], tokens: int, now: float
     ) -> QuotaExceeded:
         reset = WINDOW_S - now % WINDOW_S
         states = []
         for kind, header in HEADER_KIND.items():
-            of_kind = [x for x, _ in wanted if x.kind == kind]
+            of_kind = [x for x in plan if x.kind == kind and (tokens or kind != TOKENS)]
             if of_kind:
                 tight = min(of_kind, key=Bucket.remaining)
                 states.append(RateLimitState(header, tight.limit, tight.remaining(), reset))
@@ -283,31 +298,31 @@ class QuotaBook:
     def finish(self, request_id: str, tokens: int | None = None) -> bool:
         """The request ended (Envoy's access log): its concurrency slots return, and its
         token reservation is replaced by ``tokens`` (the real usage) when known."""
-        tickets = self._open.get(request_id)
-        if not tickets:
+        ticket = self._open.pop(request_id, None)
+        if ticket is None:
             return False
-        ticket = tickets.pop(0)
-        if not tickets:
-            del self._open[request_id]
         self._settle(ticket, tokens)
         return True
 
     def _settle(self, ticket: _Ticket, tokens: int | None) -> None:
-        for b, window in zip(ticket.buckets, ticket.windows, strict=True):
+        held, window, reserved, _ = ticket
+        for b in held:
             if b.kind == CONCURRENT:
-                b.used = max(0, b.used - 1)
+                if b.used > 0:
+                    b.used -= 1
+                # Shared: hand back slots once this worker holds two leases too many.
+                if self.shared and b.granted > b.used + 2 * b.lease:
+                    self.notify()
             elif tokens is not None and b.window == window:
-                b.used = max(0, b.used + tokens - ticket.tokens)
-        if any(b.kind == CONCURRENT for b in ticket.buckets) and self.shared:
-            self.notify()
+                b.used = max(0, b.used + tokens - reserved)
 
     def expire(self) -> int:
         """Release requests whose access-log entry never came (after ``timeout_s``)."""
         limit = self.clock() - self.timeout_s
         n = 0
         while self._open:
-            request_id, tickets = next(iter(self._open.items()))
-            if tickets[0].at > limit:
+            request_id = next(iter(self._open))
+            if self._open[request_id][3] > limit:
                 break
             self.finish(request_id)
             n += 1
@@ -316,4 +331,4 @@ class QuotaBook:
 
     @property
     def open(self) -> int:
-        return sum(len(t) for t in self._open.values())
+        return len(self._open)
