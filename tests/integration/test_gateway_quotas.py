@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from extproc.control.gateway.keys import entry_for, new_key
+from extproc.dev.inference_sim import InferenceSim, inference_sim_binary
 from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from extproc.dev.redis_server import RedisServer, redis_server_binary
 from extproc.ops.stack import Stack
@@ -223,3 +224,47 @@ async def test_redis_killed_and_restarted_under_load(
     if on_error == "closed":
         r = await client.post(url, json=chat(), headers={"x-api-key": keys["metered"]})
         assert r.status_code == 200, r.text
+
+
+async def test_token_reservation_is_reconciled_with_the_servers_usage(
+    make_stack: StackFactory, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """llm-d-inference-sim reports ``usage``; Envoy reads it from the JSON response into
+    the access log, and the router replaces the ``max_tokens`` reservation with it."""
+    binary = inference_sim_binary()
+    if binary is None:
+        pytest.skip("no llm-d-inference-sim: run scripts/install-inference-sim")
+    key = new_key()
+    path = tmp_path / "keys.yaml"
+    write_keys(path, [entry_for(key, name="tok", tenant="tok")])
+    async with InferenceSim(binary, "sim-chat", mode="echo", log=tmp_path / "sim.log") as sim:
+        stack = await make_stack(f"""
+auth: {{keys_file: "{path}"}}
+tenants:
+  tok: {{quotas: {{tokens_per_minute: 1500}}}}
+models:
+  sim-chat: {{protocol: openai, versions: ["1"]}}
+deployments:
+  - {{name: sim, model: sim-chat, version: "1", endpoints: ["{sim.address}"]}}
+""")
+        body = {"model": "sim-chat", "max_tokens": 1000,
+                "messages": [{"role": "user", "content": "hello there"}]}  # fmt: skip
+        headers = {"x-api-key": key}
+        url = stack.url + "/v1/chat/completions"
+        window = await fresh_window(40)
+        r = await client.post(url, json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        real = r.json()["usage"]
+        assert real["prompt_tokens"] + real["completion_tokens"] < 100, real
+
+        async def second() -> bool:
+            r = await client.post(url, json=body, headers=headers)
+            if r.status_code == 429:  # until the first one's usage is in: 1004 reserved
+                assert r.headers["x-ratelimit-limit-tokens"] == "1500", r.headers
+                assert r.headers["x-model-router-quota"] == "tokens_per_minute"
+                return False
+            assert r.status_code == 200, r.text
+            return True
+
+        await eventually(second, what="second request admitted after reconciliation")
+        assert int(time.time() // 60) == window, "the test ran across a window boundary"
