@@ -54,6 +54,12 @@ tenants:
   acme: {{models: [chat, tensor], default_class: standard}}
   tiny: {{quotas: {{requests_per_minute: 3}}}}
 {extra}
+""" + fleet(s)
+
+
+def fleet(s: dict[str, ModelServer]) -> str:
+    """The models and deployments of :data:`SPECS` (chat, tensor, the decoy)."""
+    return f"""
 models:
   chat: {{protocol: openai, versions: ["1"]}}
   tensor: {{protocol: kserve_v2, versions: ["1"]}}

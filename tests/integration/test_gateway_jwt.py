@@ -19,7 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from extproc.dev.model_servers import ModelServer
 from extproc.ops.stack import Stack
 from tests.integration.conftest import StackFactory
-from tests.integration.test_gateway_auth import SPECS, TENSOR, chat, served, servers  # noqa: F401
+from tests.integration.test_gateway_auth import (  # noqa: F401
+    SPECS,
+    TENSOR,
+    chat,
+    fleet,
+    served,
+    servers,
+)
 from tests.support import eventually, http_error
 
 pytestmark = pytest.mark.integration
@@ -66,7 +73,6 @@ async def jwt_stack(
     signer = Signer()
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(signer.jwks()))
-    s = servers
     routes = f"""
 auth:
   jwt: {{issuer: "{ISSUER}", audiences: ["{AUDIENCE}"], jwks_file: "{jwks}",
@@ -74,15 +80,7 @@ auth:
 tenants:
   acme: {{models: [chat, tensor]}}
   tiny: {{models: [chat], quotas: {{requests_per_minute: 1}}}}
-models:
-  chat: {{protocol: openai, versions: ["1"]}}
-  tensor: {{protocol: kserve_v2, versions: ["1"]}}
-  decoy: {{protocol: openai, versions: ["1"]}}
-deployments:
-  - {{name: chat, model: chat, version: "1", endpoints: ["{s["chat"].address}"]}}
-  - {{name: tensor, model: tensor, version: "1", endpoints: ["{s["tensor"].address}"]}}
-  - {{name: decoy, model: decoy, version: "1", endpoints: ["{s["decoy"].address}"]}}
-"""
+""" + fleet(servers)
     return await make_stack(routes), signer
 
 
