@@ -230,8 +230,27 @@ def up(config_path: Path, workers: int | None, log_level: str) -> None:
 def envoy_config(config_path: Path) -> None:
     """Print the Envoy bootstrap for a routing file (what `up` runs; envoy/envoy.yaml)."""
     from extproc.ops.envoy_config import render_bootstrap
+    from extproc.ops.gateway_filters import jwks_path
 
-    click.echo(render_bootstrap(_load_or_exit(config_path).config), nl=False)
+    config = _load_or_exit(config_path).config
+    click.echo(render_bootstrap(config, jwks=jwks_path(config, config_path)), nl=False)
+
+
+@main.command("new-key")
+@click.option("--name", required=True, help="How logs and errors name the key.")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+def new_api_key(name: str, tenant: str) -> None:
+    """Make an API key: prints the key (shown once, never stored) on stderr and the keys
+    file entry (its SHA-256 digest) on stdout."""
+    import yaml
+
+    from extproc.control.gateway.keys import entry_for, new_key
+
+    key = new_key()
+    click.echo(f"API key (give it to the caller; it is not stored anywhere): {key}", err=True)
+    click.echo(
+        yaml.safe_dump([entry_for(key, name=name, tenant=tenant)], sort_keys=False), nl=False
+    )
 
 
 @main.command()

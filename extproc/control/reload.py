@@ -29,6 +29,7 @@ from extproc.control.registry import Registry, RegistryInputs, make_registry
 from extproc.control.registry.static import build_snapshot
 from extproc.control.schema import Config
 from extproc.core.flow import RouterState
+from extproc.core.gateway.quota import QuotaBook
 from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Snapshot
 
@@ -47,6 +48,8 @@ STARTUP_ONLY = (
     "limits.max_concurrent_large_bodies",
     "failure_mode",
     "envoy",
+    "auth.jwt",
+    "quotas",
 )
 """Settings read once at start-up: sockets, processes, gRPC message limits, and what
 is rendered into Envoy's bootstrap. Changing one needs a restart."""
@@ -58,27 +61,37 @@ StateListener = Callable[[RouterState, CompiledRouting], None]
 def _get(config: Config, dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
-        value = getattr(value, part)
+        value = getattr(value, part, None)
     return value
 
 
 def startup_only_changes(old: Config, new: Config) -> list[str]:
     """The :data:`STARTUP_ONLY` settings ``new`` changes, each with old and new value."""
     out = []
+    if (old.auth is None) != (new.auth is None):
+        out.append("auth: turned on or off; Envoy's filters follow it at start-up, restart")
     for key in STARTUP_ONLY:
         before, after = _get(old, key), _get(new, key)
         if before != after:
-            shown = "" if key == "envoy" else f" ({before!r} -> {after!r})"
+            shown = "" if key in ("envoy", "auth.jwt", "quotas") else f" ({before!r} -> {after!r})"
             out.append(f"{key}: changed{shown}; it is fixed at start-up, restart to apply it")
     return out
 
 
-def _file_stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
+Stamp = tuple[tuple[int, int] | None, ...]
+
+
+def _file_stamp(*paths: Path) -> Stamp | None:
+    """Modification times and sizes of ``paths`` (``None`` when the first is missing)."""
+    stamps: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_mtime_ns, st.st_size))
+    return None if stamps[0] is None else tuple(stamps)
 
 
 def _compile_document(doc: Document, text: str, source: str) -> CompiledRouting | None:
@@ -145,9 +158,12 @@ class Reloader:
         on_accepted: Callable[[CompiledRouting], None] = lambda compiled: None,
         watch_interval_s: float = 1.0,
         signals: SignalBoard | None = None,
+        quotas: QuotaBook | None = None,
     ) -> None:
         self.compiled = compiled
         self.signals = signals
+        self.quotas = quotas
+        """The worker's tenant quota book, shared by every state (counts survive reloads)."""
         """The worker's live signals, shared by every state (None: an empty board each)."""
         self.path = path
         self.watch_interval_s = watch_interval_s
@@ -156,7 +172,7 @@ class Reloader:
         self._on_accepted = on_accepted
         self._registry: Registry | None = None
         self._lock = asyncio.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: Stamp | None = None
         self._watch: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -183,13 +199,22 @@ class Reloader:
 
     def _on_snapshot(self, registry: Registry, snapshot: Snapshot) -> None:
         if registry is self._registry:  # a registry being replaced publishes nothing
-            self._on_state(router_state(self.compiled, snapshot, self.signals), self.compiled)
+            self._on_state(self._state(self.compiled, snapshot), self.compiled)
 
     def prepare(self) -> RouterState:
         """Create the registry (not started yet) and return the first state: no snapshot,
         so requests get a 503 and health stays NOT_SERVING until the registry syncs."""
         self._registry = self._new_registry(self.compiled, 0)
-        return router_state(self.compiled, None, self.signals)
+        return self._state(self.compiled, None)
+
+    def _state(self, compiled: CompiledRouting, snapshot: Snapshot | None) -> RouterState:
+        return router_state(compiled, snapshot, self.signals, self.quotas)
+
+    def _watched(self) -> tuple[Path, ...]:
+        """The routing file and the files it names that a change reloads (keys file)."""
+        assert self.path is not None
+        gateway = self.compiled.gateway
+        return (self.path, *(gateway.watched if gateway is not None else ()))
 
     async def start(self) -> None:
         """Start the registry (it publishes its snapshots) and the file watch."""
@@ -197,7 +222,7 @@ class Reloader:
             self.prepare()
         await self.registry.start()
         if self.path is not None:
-            self._stamp = _file_stamp(self.path)
+            self._stamp = _file_stamp(*self._watched())
             self._watch = asyncio.create_task(self._watch_file(), name="watch-routing-file")
 
     async def stop(self) -> None:
@@ -214,7 +239,7 @@ class Reloader:
         if self.path is None:
             return False
         async with self._lock:
-            stamp = _file_stamp(self.path)
+            stamp = _file_stamp(*self._watched())
             if only_if_changed and stamp == self._stamp:
                 return False
             self._stamp = stamp  # the watcher must not load it twice
@@ -243,7 +268,8 @@ class Reloader:
                 return False
             self.compiled = compiled
             self._registry = registry
-            self._on_state(router_state(compiled, registry.snapshot, self.signals), compiled)
+            self._stamp = _file_stamp(*self._watched())  # the new file may name other files
+            self._on_state(self._state(compiled, registry.snapshot), compiled)
             self._on_reload("success")
             self._on_accepted(compiled)
             log.info("routing file reloaded", extra={"generation": generation})
@@ -257,12 +283,12 @@ class Reloader:
         settle = min(0.1, self.watch_interval_s)
         while True:
             await asyncio.sleep(self.watch_interval_s)
-            stamp = _file_stamp(self.path)
+            stamp = _file_stamp(*self._watched())
             if stamp is None or stamp == self._stamp:
                 continue
             while True:  # wait until two looks in a row agree
                 await asyncio.sleep(settle)
-                again = _file_stamp(self.path)
+                again = _file_stamp(*self._watched())
                 if again == stamp:
                     break
                 stamp = again

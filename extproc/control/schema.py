@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from extproc.control.gateway.schema import GatewaySections
 from extproc.control.net import is_ip, join_host_port
 from extproc.core.protocols.json_body import DEFAULT_MAX_DEPTH
 from extproc.core.request import ProtocolName
@@ -503,9 +504,10 @@ class DeploymentConfig(_Strict):
         return value
 
 
-class Config(_Strict):
+class Config(GatewaySections):
     """The whole routing file. References between its sections (a deployment's model and
-    version, profile names) are checked by :mod:`extproc.control.loading`."""
+    version, profile names) are checked by :mod:`extproc.control.loading`; the gateway
+    sections (``auth``, ``tenants``, ``quotas``) are in :mod:`extproc.control.gateway`."""
 
     @model_validator(mode="before")
     @classmethod

@@ -63,10 +63,13 @@ class Admission:
     deciders: int = 1
     """Router processes that share each quota (this router's workers and its peers)."""
 
-    def classify(self, head: RequestHead) -> PriorityClass:
-        """The request's class (400 naming the header for an unknown one)."""
+    def classify(self, head: RequestHead, default: str | None = None) -> PriorityClass:
+        """The request's class (400 naming the header for an unknown one); without the
+        header, ``default`` (the caller's key or tenant class) or the routing file's."""
         raw = head.headers.get(self.header)
         if raw is None:
+            if default is not None:
+                return self.classes.get(default, self.default)
             return self.default
         cls = self.classes.get(raw.strip())
         if cls is None:

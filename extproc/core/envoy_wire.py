@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 import orjson
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
+from google.rpc import code_pb2
 
 from extproc.core.error_shapes import (
     ERROR_FIELD_HEADER,
@@ -27,7 +29,7 @@ from extproc.core.error_shapes import (
     encode_header_value,
     error_document,
 )
-from extproc.core.errors import RouterError, Shed
+from extproc.core.errors import QuotaExceeded, RouterError, Shed, Unauthenticated
 from extproc.core.request import ProtocolName
 from extproc.core.rewrite import Rewrite
 from extproc.core.scheduling.scheduler import Decision
@@ -52,6 +54,8 @@ BUDGET_RISK_HEADER = "x-model-router-budget-at-risk"
 """Set to ``1`` when no endpoint was predicted to meet the request's latency budget (the
 ``picked`` route copies it onto the response)."""
 FAIL_OPEN_HEADER = "x-model-router-fail-open"
+QUOTA_HEADER = "x-model-router-quota"
+"""On a quota's 429: which limit refused the request (``requests_per_minute``...)."""
 ANSWER_DETAILS = "model_router_answer"
 """``ImmediateResponse.details`` of the router's own 200 answers (Envoy's local reply
 mapping passes every ``model_router_*`` reply through untouched)."""
@@ -91,6 +95,13 @@ def _set(key: str, value: str) -> core.HeaderValueOption:
     )
 
 
+def _set_value(key: str, value: str) -> core.HeaderValueOption:
+    """ext_authz reads ``value`` (``raw_value`` came through empty: probed on 1.40)."""
+    return core.HeaderValueOption(
+        header=core.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+    )
+
+
 def error_body(err: RouterError, protocol: ProtocolName = "generic") -> bytes:
     """``err`` in the error shape of ``protocol`` (the request path's)."""
     return orjson.dumps(
@@ -105,14 +116,33 @@ def error_body(err: RouterError, protocol: ProtocolName = "generic") -> bytes:
     )
 
 
+def reset_text(seconds: float) -> str:
+    """A reset delay as OpenAI writes it in ``x-ratelimit-reset-*``: ``250ms``, ``17s``,
+    ``1m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = round(seconds)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
 def error_headers(err: RouterError) -> list[tuple[str, str]]:
     """The headers every error response carries: its type, its field when it has one,
-    and ``Retry-After`` when admission shed it."""
+    ``Retry-After`` when admission or a quota shed it, ``WWW-Authenticate`` on a 401 and
+    OpenAI's ``x-ratelimit-*`` headers when a tenant's quota refused it."""
     headers = [(ERROR_HEADER, err.type)]
     if err.field is not None:
         headers.append((ERROR_FIELD_HEADER, encode_header_value(err.field)))
     if isinstance(err, Shed) and err.retry_after_s is not None:
         headers.append(("retry-after", str(err.retry_after_s)))
+    if isinstance(err, Unauthenticated):
+        headers.append(("www-authenticate", err.challenge))
+    elif isinstance(err, QuotaExceeded):
+        headers.append((QUOTA_HEADER, err.quota))
+        for lim in err.limits:
+            headers.append((f"x-ratelimit-limit-{lim.kind}", str(lim.limit)))
+            headers.append((f"x-ratelimit-remaining-{lim.kind}", str(lim.remaining)))
+            headers.append((f"x-ratelimit-reset-{lim.kind}", reset_text(lim.reset_s)))
     return headers
 
 
@@ -128,6 +158,32 @@ def immediate(err: RouterError, protocol: ProtocolName = "generic") -> ep.Proces
             details=f"model_router_{err.type}",
         )
     )
+
+
+def authz_denied(err: RouterError, protocol: ProtocolName = "generic") -> authz.CheckResponse:
+    """Envoy's ext_authz answer refusing a natively routed request: the same status,
+    headers and body as :func:`immediate` (Envoy's local reply mapping keeps them)."""
+    resp = authz.CheckResponse()
+    resp.status.code = code_pb2.UNAUTHENTICATED if err.status == 401 else code_pb2.PERMISSION_DENIED
+    denied = resp.denied_response
+    denied.status.code = err.status
+    denied.body = error_body(err, protocol).decode()
+    for key, value in [("content-type", "application/json"), *error_headers(err)]:
+        denied.headers.append(_set_value(key, value))
+    return resp
+
+
+def authz_allowed(worker: str, strip: tuple[str, ...]) -> authz.CheckResponse:
+    """Envoy's ext_authz answer letting a natively routed request through: tagged with
+    the deciding worker (its access-log entry comes back to it, which releases the
+    tenant's concurrency slot), its credentials removed."""
+    resp = authz.CheckResponse()
+    resp.status.code = code_pb2.OK
+    ok = resp.ok_response
+    if worker:
+        ok.headers.append(_set_value(WORKER_HEADER, worker))
+    ok.headers_to_remove.extend(strip)
+    return resp
 
 
 def answer(body: bytes) -> ep.ProcessingResponse:
@@ -148,6 +204,7 @@ def _fill(
     decision: Decision,
     rewrite: Rewrite | None = None,
     worker: str = "",
+    strip: tuple[str, ...] = (),
 ) -> None:
     # Built by mutation, not nested constructors: upb copies every nested message
     # passed as a keyword, which made this 4x slower on the hot path.
@@ -178,6 +235,8 @@ def _fill(
         opt.header.key = BUDGET_RISK_HEADER
         opt.header.raw_value = b"1"
         opt.append_action = _OVERWRITE
+    if strip:  # the caller's credentials stay at the gateway
+        common.header_mutation.remove_headers.extend(strip)
     if rewrite is not None:
         for key, value in rewrite.set_headers:
             opt = add()
@@ -192,21 +251,23 @@ def _fill(
 
 
 def route_on_headers(
-    decision: Decision, rewrite: Rewrite | None = None, worker: str = ""
-) -> ep.ProcessingResponse:
+    decision: Decision, rewrite: Rewrite | None = None, worker: str = "",
+    strip: tuple[str, ...] = (),
+) -> ep.ProcessingResponse:  # fmt: skip
     """Answer to request headers: route now and tell Envoy not to send the body."""
     resp = ep.ProcessingResponse()
-    _fill(resp.request_headers.response, resp.dynamic_metadata, decision, rewrite, worker)
+    _fill(resp.request_headers.response, resp.dynamic_metadata, decision, rewrite, worker, strip)
     resp.mode_override.CopyFrom(_SKIP_BODY)
     return resp
 
 
 def route_on_body(
-    decision: Decision, rewrite: Rewrite | None = None, worker: str = ""
-) -> ep.ProcessingResponse:
+    decision: Decision, rewrite: Rewrite | None = None, worker: str = "",
+    strip: tuple[str, ...] = (),
+) -> ep.ProcessingResponse:  # fmt: skip
     """Answer to a buffered request body: the headers (and body) are still mutable then."""
     resp = ep.ProcessingResponse()
-    _fill(resp.request_body.response, resp.dynamic_metadata, decision, rewrite, worker)
+    _fill(resp.request_body.response, resp.dynamic_metadata, decision, rewrite, worker, strip)
     return resp
 
 
@@ -222,11 +283,13 @@ class ResponseCache:
     starts empty; ``limit`` bounds the memory when pools churn (Consul).
     """
 
-    __slots__ = ("_body", "_headers", "limit", "worker")
+    __slots__ = ("_body", "_headers", "limit", "strip", "worker")
 
-    def __init__(self, limit: int = 1024, worker: str = "") -> None:
+    def __init__(self, limit: int = 1024, worker: str = "", strip: tuple[str, ...] = ()) -> None:
         self.limit = limit
         self.worker = worker
+        self.strip = strip
+        """Request headers every routed request loses (the gateway's credentials)."""
         self._headers: dict[tuple[str, ...], ep.ProcessingResponse] = {}
         self._body: dict[tuple[str, ...], ep.ProcessingResponse] = {}
 
@@ -245,26 +308,26 @@ class ResponseCache:
         self, decision: Decision, rewrite: Rewrite | None = None
     ) -> ep.ProcessingResponse:
         if rewrite is not None:
-            return route_on_headers(decision, rewrite, self.worker)
+            return route_on_headers(decision, rewrite, self.worker, self.strip)
         return self._get(self._headers, decision, route_on_headers)
 
     def on_body(self, decision: Decision, rewrite: Rewrite | None = None) -> ep.ProcessingResponse:
         if rewrite is not None:
-            return route_on_body(decision, rewrite, self.worker)
+            return route_on_body(decision, rewrite, self.worker, self.strip)
         return self._get(self._body, decision, route_on_body)
 
     def _get(
         self,
         cache: dict[tuple[str, ...], ep.ProcessingResponse],
         decision: Decision,
-        build: Callable[[Decision, Rewrite | None, str], ep.ProcessingResponse],
+        build: Callable[[Decision, Rewrite | None, str, tuple[str, ...]], ep.ProcessingResponse],
     ) -> ep.ProcessingResponse:
         key = self._key(decision)
         resp = cache.get(key)
         if resp is None:
             if len(cache) >= self.limit:
                 cache.clear()
-            resp = cache[key] = build(decision, None, self.worker)
+            resp = cache[key] = build(decision, None, self.worker, self.strip)
         return resp
 
 

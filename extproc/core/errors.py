@@ -10,6 +10,8 @@ the request path's protocol (:mod:`extproc.core.error_shapes`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 MAX_MESSAGE_CHARS = 1024
 """The longest message (and ``field``) a client gets back or a log line carries: client
 input echoed in it (a model name, a header value, a JSON key) is bounded first by
@@ -160,6 +162,69 @@ class BudgetUnmet(Shed):
 
     status = 503
     type = "latency_budget_unmet"
+
+
+class Unauthenticated(RouterError):
+    """No credentials, or credentials that are not valid (README "Gateway"): 401 with
+    ``WWW-Authenticate`` (RFC 6750's ``Bearer``; ``error="invalid_token"`` when a
+    credential was sent but is not valid)."""
+
+    status = 401
+    type = "unauthenticated"
+
+    def __init__(self, message: str, *, realm: str = "model-router", sent: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = f'Bearer realm="{realm}"' + (', error="invalid_token"' if sent else "")
+        """The ``WWW-Authenticate`` value."""
+
+
+class ModelNotAllowed(RouterError):
+    """The caller's key or tenant may not use the requested model: 403."""
+
+    status = 403
+    type = "model_not_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """One OpenAI-style ``x-ratelimit-*`` trio (``kind``: ``requests`` or ``tokens``)."""
+
+    kind: str
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+class QuotaExceeded(Shed):
+    """Over a tenant's quota (requests or tokens per minute, concurrent requests): 429
+    with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        limits: tuple[RateLimitState, ...] = (),
+        quota: str = "requests_per_minute",
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, reason="tenant_quota")
+        self.limits = limits
+        self.quota = quota
+        """Which limit refused it (``requests_per_minute``, ``tokens_per_minute``,
+        ``concurrent_requests``)."""
+
+
+class QuotaUnavailable(Shed):
+    """The shared quota store (Redis) is unreachable and ``on_store_error: closed``."""
+
+    status = 503
+    type = "quota_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, reason="quota_unavailable")
 
 
 class InternalError(RouterError):

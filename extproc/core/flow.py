@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2 as core
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from google.protobuf import struct_pb2
 
 from extproc.core import answers, envoy_wire
 from extproc.core.admission import PriorityClass
@@ -28,6 +29,7 @@ from extproc.core.errors import (
     Shed,
     TooManyHeaders,
 )
+from extproc.core.gateway import JWT_NAMESPACE, JWT_PAYLOAD_KEY, Caller, Gateway
 from extproc.core.protocols import (
     NeedsBody,
     RequestHead,
@@ -70,6 +72,8 @@ class RouterState:
     headers and the router's own would exceed it is answered 431 here (Envoy would
     refuse the router's answer with an empty 500)."""
     responses: ResponseCache = field(default_factory=ResponseCache, compare=False)
+    gateway: Gateway | None = None
+    """Authentication and tenant quotas (README "Gateway"); ``None``: open to anyone."""
 
     def __repr__(self) -> str:
         return (
@@ -107,6 +111,10 @@ class Outcome:
     """The server endpoint the router answered itself (``kserve_server_ready``...)."""
     passed: bool = False
     """Let through unchecked (shed under load with ``failure_mode: open``)."""
+    tenant: str | None = None
+    """The caller's tenant as a metric label (configured names, or ``__other__``)."""
+    credential: str | None = None
+    """Which credential authenticated it (``API key 'ci'``, ``JWT``): never key material."""
 
     @property
     def status(self) -> int:
@@ -148,6 +156,20 @@ def _merge_headers(entries: Iterable[core.HeaderValue]) -> dict[str, str]:
     return headers
 
 
+def jwt_claim(
+    metadata: Mapping[str, struct_pb2.Struct], claim: str | None
+) -> dict[str, str] | None:
+    """``{claim: value}`` from the JWT payload Envoy's ``jwt_authn`` verified and
+    forwarded as metadata (``None``: no verified JWT, or no claim configured)."""
+    if claim is None or JWT_NAMESPACE not in metadata:
+        return None
+    payload = metadata[JWT_NAMESPACE].fields.get(JWT_PAYLOAD_KEY)
+    if payload is None:
+        return None
+    value = payload.struct_value.fields.get(claim)
+    return {claim: value.string_value if value is not None else ""}
+
+
 def subset_hint(msg: ep.ProcessingRequest) -> Sequence[str] | None:
     """The proxy's candidate subset (endpoint picker protocol), if it sent one."""
     fm = msg.metadata_context.filter_metadata
@@ -160,8 +182,8 @@ def subset_hint(msg: ep.ProcessingRequest) -> Sequence[str] | None:
 
 
 class RequestFlow:
-    __slots__ = ("_body", "_body_len", "_budget", "_head", "_need", "_priority", "_state",
-                 "_subset", "_trace", "outcome", "phase")  # fmt: skip
+    __slots__ = ("_body", "_body_len", "_budget", "_caller", "_head", "_need", "_priority",
+                 "_state", "_subset", "_trace", "outcome", "phase")  # fmt: skip
 
     def __init__(self, state: RouterState, trace: ScheduleTrace | None = None) -> None:
         self._state = state
@@ -175,6 +197,7 @@ class RequestFlow:
         self._body_len = 0
         self._priority: PriorityClass | None = None
         self._budget: float | None = None
+        self._caller: Caller | None = None
 
     def __repr__(self) -> str:
         rid = self._head.request_id if self._head else ""
@@ -238,17 +261,20 @@ class RequestFlow:
         self.outcome.request = request
         state = self._state
         snapshot = self._snapshot()
+        request_id = request.head.request_id
         try:
             decision = state.scheduler.schedule(
                 request, snapshot, self._subset, self._trace, state.signals,
                 self._priority, self._budget,
             )  # fmt: skip
+            if self._caller is not None and self._trace is None:  # explain counts nothing
+                assert state.gateway is not None
+                state.gateway.admit(self._caller, request, request_id)
         except (Shed, NoHealthyDeployment):
             self.outcome.registered = request.model  # shed or unservable, but registered
             raise
         self.outcome.decision = decision
         self.phase = Phase.DONE
-        request_id = request.head.request_id
         if request_id and self._trace is None:  # explain changes no live state
             # released when Envoy's access log reports the request ended
             state.signals.inflight.acquire(decision.endpoints[0], request_id)
@@ -267,15 +293,24 @@ class RequestFlow:
                 f"{envoy_wire.ROUTER_HEADER_ROOM} the router adds"
             )
         self._subset = subset_hint(msg)
+        gateway = self._state.gateway
+        if gateway is not None and gateway.needs_credentials(head.path_only):
+            claims = jwt_claim(msg.metadata_context.filter_metadata, gateway.auth.tenant_claim)
+            caller = self._caller = gateway.caller(head.headers, claims)  # 401
+            self.outcome.tenant = caller.label
+            self.outcome.credential = caller.credential
         understood = understand_head(head)
         if isinstance(understood, ServerCall):
             return self._answer(understood)
         adm = self._state.scheduler.admission
         if adm is not None:  # 400 for a bad priority or budget header, before the body
-            self._priority = adm.classify(head)
+            tenant_class = self._caller.default_class if self._caller is not None else None
+            self._priority = adm.classify(head, tenant_class)
             self.outcome.priority = self._priority.name
             self._budget = adm.header_budget(head)
         if isinstance(understood, InferenceRequest):
+            if self._caller is not None:
+                self._caller.check_model(understood.model)  # 403
             if not self._reads_body(understood):
                 final = self._apply_rules(understood)
                 decision = self._decide(final)
@@ -309,9 +344,10 @@ class RequestFlow:
         self.outcome.used_body = True
         assert self._head is not None and self._need is not None
         depth = self._state.max_json_depth
-        request = self._apply_rules(
-            understand_body(self._head, self._need, raw, limit, max_depth=depth)
-        )
+        understood = understand_body(self._head, self._need, raw, limit, max_depth=depth)
+        if self._caller is not None and self._need.request is None:  # KServe: checked on headers
+            self._caller.check_model(understood.model)  # 403
+        request = self._apply_rules(understood)
         self._known(request)
         spec = self._spec_for(request)
         if spec is not None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from string import Template
 
 from extproc.control.schema import Config, FailureMode
 from extproc.control.xds.routes import ROUTE_CONFIG_NAME
 from extproc.core.envoy_wire import ROUTING_HEADERS, WORKER_HEADER
+from extproc.ops import gateway_filters
 from extproc.ops.local_replies import render_mappers
 
 
@@ -105,8 +107,11 @@ def _access_log_cluster(index: int, endpoint: str) -> str:
     )
 
 
-def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
-    """The Envoy bootstrap YAML for ``config`` (ports default to the routing file's)."""
+def render_bootstrap(
+    config: Config, ports: EnvoyPorts | None = None, jwks: Path | None = None
+) -> str:
+    """The Envoy bootstrap YAML for ``config`` (ports default to the routing file's;
+    ``jwks``: the JWKS file's absolute path, when ``auth.jwt`` is set)."""
     ports = ports or EnvoyPorts.from_config(config)
     peers: list[tuple[str, str]] = []  # (worker id, endpoint)
     for item in config.envoy.routers:
@@ -149,4 +154,8 @@ def render_bootstrap(config: Config, ports: EnvoyPorts | None = None) -> str:
             _access_log_cluster(i, e) for i, (_, e) in enumerate(decided)
         ),
         LOCAL_REPLY_MAPPERS=render_mappers(limit, config.limits.max_request_headers),
+        JWT_FILTER=gateway_filters.jwt_filter(config, jwks),
+        EXT_AUTHZ_FILTER=gateway_filters.ext_authz_filter(config),
+        J2M_RESPONSE_RULES=gateway_filters.response_rules(config),
+        FORWARDED_NAMESPACES=gateway_filters.forwarded_namespaces(config),
     )

@@ -59,6 +59,18 @@ class LocalReply:
 def local_replies(max_body_bytes: int, max_request_headers: int = 100) -> list[LocalReply]:
     return [
         LocalReply(
+            "a JWT that does not verify (jwt_authn: bad signature, expired, wrong issuer or "
+            "audience): Envoy's 401 with WWW-Authenticate (403 for a wrong audience, made "
+            "401: a token for another service is not a credential here)",
+            _cel("response.code_details.startsWith('jwt_authn_access_denied')"),
+            "unauthenticated", "the JWT is not valid: %LOCAL_REPLY_BODY%", 401,
+            set_status=True),
+        LocalReply(
+            "the native-route authorization check (ext_authz) could not reach the router: "
+            "fail-closed 503",
+            _cel("response.code_details.startsWith('ext_authz_error')"),
+            "router_unavailable", "model router unavailable", 503, set_status=True),
+        LocalReply(
             "ext_proc per-message timeout (router too slow): Envoy answers 504, empty body, "
             "details ext_proc_error_per-message_timeout_exceeded",
             _cel("response.code_details.startsWith('ext_proc_error_per-message_timeout')"),
@@ -125,7 +137,8 @@ def _mapper(reply: LocalReply, protocol: ProtocolName) -> dict[str, Any]:
 
 PASS_THROUGH = _cel(
     "response.code_details.startsWith('model_router_') "
-    "|| response.code_details == 'direct_response'"
+    "|| response.code_details == 'direct_response' "
+    "|| response.code_details == 'ext_authz_denied'"
 )
 
 
@@ -147,7 +160,10 @@ def render_mappers(max_body_bytes: int, max_request_headers: int = 100, indent: 
             "content_type": "application/json",
         },
     }
-    lines.append(f"{pad}# 1. The router's ImmediateResponses and the routes' direct responses.")
+    lines.append(
+        f"{pad}# 1. The router's ImmediateResponses, the routes' direct responses and the "
+        "router's ext_authz denials."
+    )
     lines += _item(keep, pad)
     n = 2
     for reply in local_replies(max_body_bytes, max_request_headers):

@@ -26,6 +26,7 @@ import aiohttp
 
 from extproc.control.schema import Config
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
+from extproc.ops.gateway_filters import jwks_path
 from extproc.ops.procs import (
     ManagedProcess,
     envoy_argv,
@@ -129,7 +130,8 @@ class Stack:
         """Start Envoy on the bootstrap rendered for the routing file (``render=False``:
         on the bootstrap file as it is, e.g. edited by a test)."""
         if render:
-            self.bootstrap.write_text(render_bootstrap(self.config, self.ports))
+            jwks = jwks_path(self.config, Path(self.config_path))
+            self.bootstrap.write_text(render_bootstrap(self.config, self.ports, jwks))
         argv = envoy_argv(
             self.bootstrap, log_level=self.envoy_log_level, concurrency=self.envoy_concurrency
         )

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 from envoy.service.accesslog.v3 import als_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from extproc.control.compile import CompiledRouting
 from extproc.control.explain import explain_state
+from extproc.control.gateway.store import RedisQuotaStore
 from extproc.control.last_good import save_last_good
 from extproc.control.reload import Reloader
 from extproc.control.schema import FailureMode
@@ -35,7 +37,9 @@ from extproc.control.xds.ads import AdsServicer
 from extproc.control.xds.cache import ResourceCache
 from extproc.control.xds.publisher import XdsPublisher
 from extproc.core.flow import RouterState
+from extproc.core.gateway.quota import QuotaBook
 from extproc.core.signals import SignalBoard
+from extproc.server.authz import NativeAuthorizer
 from extproc.server.health import HealthReporter
 from extproc.server.metrics import Metrics, serve_metrics
 from extproc.server.pump import CurrentState, ExternalProcessor, LargeBodyGate
@@ -82,7 +86,19 @@ class Server:
         self.metrics = Metrics(registry or CollectorRegistry())
         self.health = HealthReporter()
         self.signals = SignalBoard(worker_id=f"{self.host}:{self.port}")
-        self.collector = SignalCollector(self.signals, compiled.config.signals)
+        quotas_cfg = compiled.config.quotas
+        self.quotas = QuotaBook(
+            shared=quotas_cfg.store == "redis",
+            fail_open=quotas_cfg.on_store_error == "open",
+            lease_fraction=quotas_cfg.lease_fraction,
+        )
+        """Tenant quotas: this worker's buckets and leases (they survive reloads)."""
+        self.quota_store: RedisQuotaStore | None = None
+        if quotas_cfg.store == "redis" and compiled.gateway is not None:
+            self.quota_store = RedisQuotaStore(
+                self.quotas, quotas_cfg.redis, worker=self.signals.worker_id
+            )
+        self.collector = SignalCollector(self.signals, compiled.config.signals, self.quotas)
         self.metrics.registry.register(SignalMetrics(self.collector))
         self.xds = ResourceCache()
         """What this worker serves Envoy over ADS (rebuilt on every state)."""
@@ -97,6 +113,7 @@ class Server:
             on_accepted=self._keep_last_good,
             watch_interval_s=watch_interval_s,
             signals=self.signals,
+            quotas=self.quotas,
         )
         self._current: CurrentState | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -201,6 +218,14 @@ class Server:
             raw,
         )
 
+    def _watch_quotas(self) -> None:
+        m, book, store = self.metrics, self.quotas, self.quota_store
+        m.quota_store_up.set_function(lambda: 1.0 if book.store_ok else 0.0)
+        m.quota_overdrafts.set_function(lambda: float(book.overdrafts))
+        if store is not None:
+            m.quota_store_staleness.set_function(lambda: store.staleness_s)
+            m.quota_store_ops.set_function(lambda: float(store.ops))
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -276,11 +301,16 @@ class Server:
         ep_grpc.add_ExternalProcessorServicer_to_server(
             ExternalProcessor(self._current, self.metrics, gate), self._grpc
         )
+        authorizer = NativeAuthorizer(self._current, self.metrics, self.signals.worker_id)
+        authz_grpc.add_AuthorizationServicer_to_server(authorizer, self._grpc)
+        self._watch_quotas()
         await self._grpc.start()
         await self.health.set_ready(False)
         # gRPC is up (NOT_SERVING) before the registry syncs, so health checkers see why.
         await self.reloader.start()
         self.collector.start()
+        if self.quota_store is not None:
+            self.quota_store.start()
         if self._pending is not None and self._applying is None:
             self._applying = asyncio.create_task(self._apply(), name=f"apply-{self.worker}")
         await self.settle()
@@ -310,6 +340,8 @@ class Server:
         await self.reloader.stop()
         await self.publisher.stop()
         await self.collector.stop()
+        if self.quota_store is not None:
+            await self.quota_store.stop()
         log.info("ext_proc worker stopped", extra={"worker": self.worker})
 
     def request_exit(self) -> None:

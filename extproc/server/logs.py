@@ -73,6 +73,7 @@ def log_outcome(flow: RequestFlow) -> None:
                 "error_type": out.error.type,
                 "reason": out.error.message,
                 "path": _clip(head.path_only) if head else "",
+                **({"tenant": out.tenant, "credential": out.credential} if out.tenant else {}),
             },
         )
     elif _requests.isEnabledFor(logging.DEBUG) and out.decision is not None:

@@ -20,12 +20,22 @@ from prometheus_client import (
     generate_latest,
 )
 
-from extproc.core.errors import Shed, SpecViolation
+from extproc.core.errors import (
+    ModelNotAllowed,
+    QuotaExceeded,
+    QuotaUnavailable,
+    RouterError,
+    Shed,
+    SpecViolation,
+    Unauthenticated,
+)
 from extproc.core.flow import Outcome
 from extproc.core.snapshot import Snapshot
 
 UNREGISTERED = "__unregistered__"
 NO_MODEL = "__none__"
+NO_TENANT = "__none__"
+_GATEWAY_ERRORS = (Unauthenticated, ModelNotAllowed, QuotaExceeded, QuotaUnavailable)
 
 # Router-internal latencies are tens of microseconds to a few milliseconds.
 _FAST_BUCKETS = (
@@ -138,6 +148,35 @@ class Metrics:
             "Seconds since the registry backend (Consul) last answered; 0 for the routing file.",
             registry=registry,
         )
+        self.gateway = Counter(
+            f"{ns}_gateway_requests",
+            "Requests the gateway checked, by path (ext_proc, native: Envoy's ext_authz), "
+            "tenant (configured names; __other__: tenants only a JWT names; __none__: not "
+            "authenticated) and result (allowed, or the error type: unauthenticated, "
+            "model_not_allowed, rate_limit_exceeded, quota_unavailable).",
+            ["path", "tenant", "result"],
+            registry=registry,
+        )
+        self.quota_store_up = Gauge(
+            f"{ns}_quota_store_up",
+            "1 while the shared quota store (Redis) answers (always 1 without one).",
+            registry=registry,
+        )
+        self.quota_store_staleness = Gauge(
+            f"{ns}_quota_store_staleness_seconds",
+            "Seconds since the quota store last answered while it does not (0 while it does).",
+            registry=registry,
+        )
+        self.quota_store_ops = Gauge(
+            f"{ns}_quota_store_operations",
+            "Redis commands this worker sent for quotas (script calls, loads, pings).",
+            registry=registry,
+        )
+        self.quota_overdrafts = Gauge(
+            f"{ns}_quota_overdrafts",
+            "Requests admitted beyond this worker's lease while a refill was on its way.",
+            registry=registry,
+        )
         self.xds_streams = Gauge(
             f"{ns}_xds_streams", "Open ADS streams (Envoys fetching config).", registry=registry
         )
@@ -203,6 +242,9 @@ class Metrics:
                 shed = f"shed_{err.reason}"
                 self._child(self.admission, outcome.priority, model, shed).inc()
         self._child(self.requests, model, result).inc()
+        if outcome.credential is not None or isinstance(err, _GATEWAY_ERRORS):
+            gateway_err = err if isinstance(err, _GATEWAY_ERRORS) else None
+            self.observe_gateway("ext_proc", outcome.tenant, gateway_err)
         if outcome.rule is not None:
             self._child(self.rules, outcome.rule.rule).inc()
         self._decision.observe(decision_s)
@@ -213,6 +255,10 @@ class Metrics:
             self._headers_only.observe(in_router_s)
         if body_transfer_s is not None:
             self._transfer.observe(body_transfer_s)
+
+    def observe_gateway(self, path: str, tenant: str | None, err: RouterError | None) -> None:
+        result = "allowed" if err is None else err.type
+        self._child(self.gateway, path, tenant or NO_TENANT, result).inc()
 
     def observe_stream(self, seconds: float) -> None:
         self._stream.observe(seconds)

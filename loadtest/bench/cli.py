@@ -19,6 +19,7 @@ from loadtest.bench.measure import Result, run_setup
 from loadtest.bench.processes import REAPER, ROOT, Nginx
 from loadtest.bench.report import (
     add_deltas,
+    gateway_versus_headers,
     json_doc,
     summarize_speedscope,
     table,
@@ -260,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = versus_minimal(results)
     if lines:
         print("\nrouter vs minimal probe (same machine, same run):")
+        print("\n".join(lines))
+    lines = gateway_versus_headers(results)
+    if lines:
+        print("\ngateway (API key + tenant quotas) vs headers only (same run):")
         print("\n".join(lines))
     lines = uds_versus_tcp(results)
     if lines:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -15,7 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from extproc.control.gateway.keys import entry_for, new_key
 from extproc.control.loading import parse_config
+from extproc.dev.redis_server import RedisServer, redis_server_binary
 from extproc.ops.envoy_config import EnvoyPorts, render_bootstrap
 from extproc.ops.procs import PORTS
 from extproc.ops.stack import Stack
@@ -37,6 +42,7 @@ from loadtest.bench.processes import (
     wait_or_kill,
 )
 from loadtest.bench.scenarios import (
+    GATEWAY_TENANT,
     MODES,
     VALIDATION_SETUPS,
     Options,
@@ -135,6 +141,7 @@ async def measure(
     router_pid: int | None,
     envoy_pid: int,
     nginx: Nginx,
+    api_key: str = "",
 ) -> Result:
     router_pids = descendants(router_pid) if router_pid else []
     nginx_pids = nginx.pids
@@ -152,7 +159,9 @@ async def measure(
     b0, t0 = machine_busy()
     w0 = time.monotonic()
     try:
-        summary = await run_k6(opts, url, body, mode, workdir / f"{setup.name}-{mode}")
+        summary = await run_k6(
+            opts, url, body, mode, workdir / f"{setup.name}-{mode}", api_key=api_key
+        )
     finally:
         if profile is not None:
             await profile
@@ -208,6 +217,19 @@ async def run_setup(
     grpc_ports = PORTS.take(opts.workers, consecutive=True)
     config_path = sdir / "routes.yaml"
     validation = any(s.name in opts.setups for s in VALIDATION_SETUPS)
+    api_key = new_key() if setup.gateway else ""
+    redis: RedisServer | None = None
+    if setup.gateway:
+        keys = sdir / "keys.yaml"
+        keys.write_text(json.dumps({"keys": [entry_for(api_key, name="bench",
+                                                       tenant=GATEWAY_TENANT)]}))  # fmt: skip
+    if setup.gateway == "redis":
+        binary = redis_server_binary()
+        if binary is None:
+            raise RuntimeError("no redis-server: run scripts/install-redis")
+        redis = RedisServer(binary, sdir / "redis")
+        await redis.start()
+        REAPER.add(redis.process.pid)
     text = routes_yaml(
         grpc_ports[0],
         opts.workers,
@@ -217,6 +239,9 @@ async def run_setup(
         validation=validation,
         pin_cpu=opts.pin_cpu,
         unix_socket_dir="@model-router-bench" if setup.uds else None,  # the default kind
+        gateway=setup.gateway,
+        keys_file=str(sdir / "keys.yaml"),
+        redis_url=redis.url if redis is not None else "",
     )
     config_path.write_text(text)
     config = parse_config(text, str(config_path))
@@ -256,7 +281,9 @@ async def run_setup(
             router_pid = None
             envoy_pid = direct.envoy.pid
         # Warm-up: connections, Envoy's upstream pools, the router's code paths.
-        warm = await run_k6(opts, url, body, "warmup", sdir / "warmup", duration_s=10)
+        warm = await run_k6(
+            opts, url, body, "warmup", sdir / "warmup", duration_s=10, api_key=api_key
+        )
         warm_errors = int(_metric(warm, "bench_errors", "count"))
         if warm_errors:
             log = sdir / "warmup.k6.log"
@@ -265,7 +292,13 @@ async def run_setup(
                 f"{sdir}/envoy.log, {sdir}/router.log)"
             )
         for mode in MODES:
-            res = await measure(opts, setup, mode, url, body, sdir, router_pid, envoy_pid, nginx)
+            ops0 = await redis_commands(redis) if redis is not None else 0
+            res = await measure(
+                opts, setup, mode, url, body, sdir, router_pid, envoy_pid, nginx, api_key
+            )
+            if redis is not None and res.requests:
+                ops = await redis_commands(redis) - ops0 - 1  # less our own INFO
+                res.extra["redis_ops_per_req"] = round(ops / res.requests, 4)
             results.append(res)
             print(
                 f"  {setup.name:<14} {mode:<5} {res.rps:8.0f} req/s  p50 {res.p50_ms:6.2f} ms"
@@ -285,4 +318,17 @@ async def run_setup(
                     REAPER.discard(pid)
         if direct is not None:
             await direct.stop()
+        if redis is not None:
+            await redis.stop()
+            REAPER.discard(redis.process.pid)
     return results
+
+
+async def redis_commands(server: RedisServer) -> int:
+    """Commands the Redis server has processed (``INFO stats``), this one included."""
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        stats = await client.info("stats")
+    finally:
+        await client.aclose()
+    return int(stats["total_commands_processed"])

@@ -170,9 +170,16 @@ def _fmt_duration(seconds: float) -> str:
 
 
 async def run_k6(
-    opts: Options, url: str, body: Path, mode: str, out: Path, *, duration_s: float | None = None
+    opts: Options,
+    url: str,
+    body: Path,
+    mode: str,
+    out: Path,
+    *,
+    duration_s: float | None = None,
+    api_key: str = "",
 ) -> dict[str, Any]:
-    """One k6 run; returns the handleSummary JSON."""
+    """One k6 run (``api_key``: sent as ``x-api-key``); returns the handleSummary JSON."""
     summary = out.with_suffix(".summary.json")
     summary.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -187,6 +194,7 @@ async def run_k6(
         SUMMARY_FILE=str(summary),
         K6_NO_USAGE_REPORT="true",
         K6_NO_COLOR="true",
+        API_KEY=api_key,
     )
     argv = [str(ROOT / ".venv" / "bin" / "k6"), "run", "--quiet", "--no-usage-report"]
     argv += ["--no-thresholds", str(K6_SCRIPT)]

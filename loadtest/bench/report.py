@@ -22,6 +22,9 @@ TARGET_THROUGHPUT_RATIO = 0.33
 TARGET_NATIVE_RPS_RATIO = 0.85
 TARGET_NATIVE_ADDED_P50_MS = 0.15
 TARGET_NATIVE_ADDED_P99_MS = 0.5
+# The gateway (issue 14): router CPU with API key + quotas over the headers row, same run.
+TARGET_GATEWAY_CPU_RATIO = 1.15
+GATEWAY_ROWS = ("headers_gateway", "headers_gateway_redis")
 
 
 def add_deltas(results: dict[str, dict[str, Result]], setups: list[Setup]) -> None:
@@ -145,6 +148,28 @@ def targets(results: dict[str, dict[str, Result]]) -> list[str]:
             f"  {label:<38} {_opt(value, '9.3f')}  target {cmp} {limit:<7g} "
             f"{'ok' if ok else 'MISS'}"
         )
+    return out
+
+
+def gateway_versus_headers(results: dict[str, dict[str, Result]]) -> list[str]:
+    """Router CPU per request with authentication + quotas against the headers-only row
+    (same path, same run), and the Redis commands per request of the shared store."""
+    out = []
+    for name in GATEWAY_ROWS:
+        for mode in MODES:
+            a = results.get("headers", {}).get(mode)
+            b = results.get(name, {}).get(mode)
+            if a is None or b is None or not a.router_cpu_us_per_req:
+                continue
+            ratio = b.router_cpu_us_per_req / a.router_cpu_us_per_req
+            ok = "ok" if ratio <= TARGET_GATEWAY_CPU_RATIO else "MISS"
+            ops = b.extra.get("redis_ops_per_req")
+            redis = f"   redis {ops:.4f} ops/req" if ops is not None else ""
+            out.append(
+                f"  {name:<22} {mode:<5} router CPU {b.router_cpu_us_per_req:6.0f} vs headers "
+                f"{a.router_cpu_us_per_req:6.0f} us/req (x{ratio:.3f}, target <= "
+                f"{TARGET_GATEWAY_CPU_RATIO:g} {ok})   rps {b.rps:6.0f} vs {a.rps:6.0f}{redis}"
+            )
     return out
 
 

@@ -45,6 +45,9 @@ class Setup:
     """Envoy reaches the router's ext_proc (and xDS) over a Unix domain socket."""
     native: bool = False
     """Envoy routes these requests itself (no ext_proc hop); the router only serves xDS."""
+    gateway: str = ""
+    """``local`` or ``redis``: the requests carry an API key of a tenant with request and
+    concurrency quotas (README "Gateway"), kept in-process or shared through Redis."""
 
     def as_minimal(self) -> Setup:
         return replace(
@@ -66,6 +69,14 @@ SETUPS = (
           "KServe path, no spec: routed by Envoy (native)", native=True),
     Setup("native_openai", True, CHAT_PATH, "native_chat_1k", "direct_1k",
           "OpenAI chat 1 KiB, model read by Envoy (native: true)", native=True),
+    Setup("headers_gateway", True, KSERVE_PATH, "kserve_small", "direct_small",
+          "KServe path, headers only + API key + tenant quotas (in-process)", gateway="local"),
+    Setup("headers_gateway_redis", True, KSERVE_PATH, "kserve_small", "direct_small",
+          "KServe path, headers only + API key + tenant quotas shared through Redis",
+          gateway="redis"),
+    Setup("native_kserve_gateway", True, NATIVE_KSERVE_PATH, "native_kserve_small",
+          "direct_small", "KServe native route + API key + quotas (Envoy ext_authz)",
+          native=True, gateway="local"),
     Setup("headers_uds", True, KSERVE_PATH, "kserve_small", "direct_small",
           "KServe path, headers only, ext_proc over a Unix socket", uds=True),
     Setup("body_uds", True, CHAT_PATH, "chat_4k", "direct",
@@ -114,7 +125,11 @@ BASELINES = (
     Setup("direct_256k", False, CHAT_PATH, "chat_256k", "direct_256k", "direct, 256 KiB"),
     Setup("direct_1k", False, CHAT_PATH, "native_chat_1k", "direct_1k", "direct, 1 KiB chat"),
 )
-NATIVE_BASELINES = {"native_kserve": "direct_small", "native_openai": "direct_1k"}
+NATIVE_BASELINES = {"native_kserve": "direct_small", "native_openai": "direct_1k",
+                    "native_kserve_gateway": "direct_small"}  # fmt: skip
+GATEWAY_TENANT = "bench"
+GATEWAY_QUOTAS = {"requests_per_minute": 1_000_000_000, "concurrent_requests": 100_000}
+"""Never reached: the rows measure the cost of checking quotas, not of refusing."""
 """Native rows are judged against Envoy-direct with the same body: run with them."""
 
 
@@ -197,8 +212,12 @@ def routes_yaml(
     validation: bool = False,
     pin_cpu: bool = False,
     unix_socket_dir: str | None = None,
+    gateway: str = "",
+    keys_file: str = "",
+    redis_url: str = "",
 ) -> str:
-    """The routing file: every model served by every nginx port (one deployment each)."""
+    """The routing file: every model served by every nginx port (one deployment each);
+    with ``gateway``, API keys (``keys_file``) and a tenant with quotas."""
     deployments = []
     models = [CHAT_MODEL, KSERVE_MODEL, NATIVE_KSERVE_MODEL, NATIVE_CHAT_MODEL]
     if validation:
@@ -235,6 +254,11 @@ def routes_yaml(
         "models": model_docs,
         "deployments": deployments,
     }
+    if gateway:
+        doc["auth"] = {"keys_file": keys_file}
+        doc["tenants"] = {GATEWAY_TENANT: {"quotas": GATEWAY_QUOTAS}}
+        if gateway == "redis":
+            doc["quotas"] = {"store": "redis", "redis": {"url": redis_url}}
     if validation:  # only then: the other setups measure the router without specs or rules
         model_docs[VALID_MODEL] = {"protocol": "openai", "versions": ["1"], "spec": VALID_SPEC}
         doc["rules"] = VALID_RULES

@@ -10,6 +10,7 @@
 //   VUS            virtual users for MODE=max (constant-vus) and VU pool bound for fixed
 //   WARMUP_ITERS   requests for MODE=warmup (shared-iterations)
 //   SUMMARY_FILE   where handleSummary writes the JSON summary
+//   API_KEY        if set, sent as x-api-key (the gateway rows)
 //
 // Correctness: every response must be 200 (check + bench_errors counter).
 // No thresholds: the harness judges the numbers, k6 only measures.
@@ -27,10 +28,11 @@ const WARMUP_ITERS = parseInt(__ENV.WARMUP_ITERS || '300', 10);
 const SUMMARY_FILE = __ENV.SUMMARY_FILE || 'summary.json';
 
 const errors = new Counter('bench_errors');
-const params = {
-  headers: { 'Content-Type': __ENV.CONTENT_TYPE || 'application/json' },
-  responseType: 'none',
-};
+const headers = { 'Content-Type': __ENV.CONTENT_TYPE || 'application/json' };
+if (__ENV.API_KEY) {
+  headers['x-api-key'] = __ENV.API_KEY;
+}
+const params = { headers, responseType: 'none' };
 
 function scenario() {
   if (MODE === 'warmup') {

@@ -43,3 +43,18 @@ def test_check_config_shows_every_problem_in_line_order(tmp_path: Path) -> None:
         "line 1", "line 3", "line 6", "line 7", "line 9",
     ]  # fmt: skip
     assert "Traceback" not in r.output
+
+
+def test_new_key_prints_the_key_once_and_only_its_digest_for_the_file() -> None:
+    import hashlib
+
+    import yaml
+
+    r = CliRunner().invoke(main, ["new-key", "--name", "ci", "--tenant", "acme"])
+    assert r.exit_code == 0, r.output
+    key = r.stderr.rsplit(": ", 1)[1].strip()
+    assert key.startswith("mr-") and len(key) > 40
+    [entry] = yaml.safe_load(r.stdout)
+    assert entry == {"name": "ci", "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                     "tenant": "acme"}  # fmt: skip
+    assert key not in r.stdout

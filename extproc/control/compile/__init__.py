@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from extproc.control.compile.gateway import CompiledGateway, compile_gateway
 from extproc.control.compile.rules import compile_rules
 from extproc.control.compile.scheduling import compile_scheduler, envoy_blocker
 from extproc.control.compile.specs import compile_config_specs
@@ -26,6 +27,8 @@ from extproc.control.errors import ConfigError, ProblemsError
 from extproc.control.schema import Config
 from extproc.core.envoy_wire import ResponseCache
 from extproc.core.flow import RouterState
+from extproc.core.gateway import CREDENTIAL_HEADERS, Gateway
+from extproc.core.gateway.quota import QuotaBook
 from extproc.core.rules.ruleset import RuleSet
 from extproc.core.scheduling.scheduler import Scheduler
 from extproc.core.signals import SignalBoard
@@ -44,6 +47,8 @@ class CompiledRouting:
     scheduler: Scheduler
     text: str = ""
     """The routing file's text this was compiled from (kept as the last good one)."""
+    gateway: CompiledGateway | None = None
+    """Authentication and tenant quotas (``auth``, ``tenants``, the keys file)."""
 
     def __repr__(self) -> str:
         return (
@@ -80,9 +85,11 @@ def compile_routing(config: Config, source: str = "<config>") -> CompiledRouting
         problems.extend(exc.problems)
     if scheduler is not None:
         problems.extend(_native_problems(config, specs, ruleset, scheduler))
+    gateway, found = compile_gateway(config, _base_dir(source))
+    problems.extend(found)
     if problems or scheduler is None:
         raise ConfigError(source, problems)
-    return CompiledRouting(config, source, specs, ruleset, scheduler)
+    return CompiledRouting(config, source, specs, ruleset, scheduler, gateway=gateway)
 
 
 def _native_problems(
@@ -115,13 +122,31 @@ def _native_problems(
     return problems
 
 
+def deciders(config: Config) -> int:
+    """Router processes that decide independently: this router's workers and its peers."""
+    return config.listener.workers + len(config.envoy.routers)
+
+
 def router_state(
-    compiled: CompiledRouting, snapshot: Snapshot | None, signals: SignalBoard | None = None
+    compiled: CompiledRouting,
+    snapshot: Snapshot | None,
+    signals: SignalBoard | None = None,
+    quotas: QuotaBook | None = None,
 ) -> RouterState:
-    """The state the hot path reads: ``compiled`` with one registry ``snapshot`` and the
-    worker's live ``signals`` (an empty board when there are none: explain, tests)."""
+    """The state the hot path reads: ``compiled`` with one registry ``snapshot``, the
+    worker's live ``signals`` and its ``quotas`` (fresh ones when there are none:
+    explain, tests)."""
     limits = compiled.config.limits
     board = signals if signals is not None else SignalBoard()
+    gateway = None
+    if compiled.gateway is not None:
+        book = quotas if quotas is not None else QuotaBook()
+        book.configure(compiled.gateway.quotas, deciders(compiled.config))
+        gateway = Gateway(
+            compiled.gateway.auth,
+            book,
+            compiled.config.admission.default_completion_tokens,
+        )
     return RouterState(
         snapshot=snapshot,
         scheduler=compiled.scheduler,
@@ -130,8 +155,11 @@ def router_state(
         max_body_bytes=limits.max_body_bytes,
         max_json_depth=limits.max_json_depth,
         signals=board,
-        responses=ResponseCache(worker=board.worker_id),
+        responses=ResponseCache(
+            worker=board.worker_id, strip=CREDENTIAL_HEADERS if gateway is not None else ()
+        ),
         max_request_headers=limits.max_request_headers,
+        gateway=gateway,
     )
 
 

@@ -19,6 +19,7 @@ from extproc.control.signals.access_log import AccessLogReceiver
 from extproc.control.signals.ejection import EjectionTracker
 from extproc.control.signals.scraper import MetricsScraper
 from extproc.control.signals.targets import scrape_targets
+from extproc.core.gateway.quota import QuotaBook
 from extproc.core.signals import SignalBoard
 from extproc.core.snapshot import Snapshot
 
@@ -26,12 +27,16 @@ log = logging.getLogger("extproc.control.signals")
 
 
 class SignalCollector:
-    def __init__(self, board: SignalBoard, config: SignalsConfig) -> None:
+    def __init__(
+        self, board: SignalBoard, config: SignalsConfig, quotas: QuotaBook | None = None
+    ) -> None:
         self.board = board
+        self.quotas = quotas
         self.config = config
         self.scraper = MetricsScraper(board, config)
         self.ejection = EjectionTracker(board, config.ejection)
         self.access_log = AccessLogReceiver(board, self.ejection, alpha=config.latency_alpha)
+        self.access_log.quotas = quotas
         self._tasks: list[asyncio.Task[None]] = []
         board.inflight.timeout_s = config.inflight_timeout_s
 
@@ -61,6 +66,8 @@ class SignalCollector:
                     "%d in-flight pick(s) released by timeout (no access-log entry)", expired
                 )
             self.ejection.prune()
+            if self.quotas is not None and self.quotas.expire():
+                log.warning("tenant quota slot(s) released by timeout (no access-log entry)")
 
     def start(self) -> None:
         self._tasks = [

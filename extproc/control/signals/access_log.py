@@ -18,9 +18,31 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from extproc.control.signals.ejection import EjectionTracker
+from extproc.core.gateway.quota import QuotaBook
 from extproc.core.signals import EndpointLatency, SignalBoard
 
 log = logging.getLogger("extproc.control.signals")
+
+USAGE_NAMESPACE = "model_router.usage"
+"""Where Envoy's json_to_metadata puts a JSON response's ``usage`` (the bootstrap's
+response rules): ``prompt_tokens`` and ``completion_tokens``."""
+
+
+def used_tokens(entry: accesslog_pb2.HTTPAccessLogEntry) -> int | None:
+    """The response's real token usage, when Envoy read it from a JSON body (``None``:
+    a stream, an error, or no ``usage``: the reservation stands)."""
+    ns = entry.common_properties.metadata.filter_metadata.get(USAGE_NAMESPACE)
+    if ns is None:
+        return None
+    fields = ns.fields
+    if "completion_tokens" not in fields and "prompt_tokens" not in fields:
+        return None
+    total = 0.0
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = fields.get(key)
+        if value is not None:
+            total += value.number_value
+    return max(0, int(total))
 
 
 def _seconds(d: Any) -> float | None:
@@ -53,6 +75,10 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
         self.board = board
         self.ejection = ejection
         self.alpha = alpha
+        self.quotas: QuotaBook | None = None
+        """The tenant quota book: an entry returns the request's concurrency slot and
+        replaces its token reservation by the real usage."""
+        self.reconciled = 0
         self.entries = 0
         self.unmatched = 0
         """Entries for requests this worker has no open pick for (expired, or natively
@@ -87,8 +113,14 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
         latency: dict[str, EndpointLatency] | None = None
         for entry in logs.log_entry:
             self.entries += 1
-            if self.board.inflight.release(entry.request.request_id) is None:
+            request_id = entry.request.request_id
+            if self.board.inflight.release(request_id) is None:
                 self.unmatched += 1
+            quotas = self.quotas
+            if quotas is not None:
+                tokens = used_tokens(entry)
+                if quotas.finish(request_id, tokens) and tokens is not None:
+                    self.reconciled += 1
             address = upstream_address(entry)
             if address is None:
                 continue

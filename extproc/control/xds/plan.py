@@ -63,6 +63,8 @@ def plan_model(compiled: CompiledRouting, snapshot: Snapshot, model: str) -> Mod
         blockers.append(f"deployment(s) {', '.join(quotas)} have in-flight quotas")
     if declared is not None and declared.objective is not None:
         blockers.append("it has a latency objective (admission)")
+    if protocol == "openai" and _token_quotas(compiled):
+        blockers.append("tenants have token quotas (the router reads the prompt)")
     if setting is False:
         return ModelPlan(model, protocol, False, False, weighted, "native: false")
     if blockers:
@@ -77,6 +79,15 @@ def plan_model(compiled: CompiledRouting, snapshot: Snapshot, model: str) -> Mod
         return ModelPlan(model, protocol, False, False, weighted, why + "set native: true")
     why = "no spec, no content rule and a profile Envoy can apply"
     return ModelPlan(model, protocol, True, False, weighted, why)
+
+
+def _token_quotas(compiled: CompiledRouting) -> bool:
+    gateway = compiled.gateway
+    return gateway is not None and any(
+        q.tenant.tokens_per_minute is not None
+        or any(m.tokens_per_minute is not None for m in q.models.values())
+        for q in gateway.quotas.values()
+    )
 
 
 def plan(compiled: CompiledRouting, snapshot: Snapshot) -> Mapping[str, ModelPlan]:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F401
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from google.protobuf import json_format
@@ -60,11 +61,18 @@ from extproc.core.snapshot import Deployment, ModelEntry, Snapshot
 ROUTE_CONFIG_NAME = "model_router"
 J2M_FILTER = "envoy.filters.http.json_to_metadata"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 
 _EXT_PROC_OFF = {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
     "disabled": True,
 }
+_EXT_AUTHZ_OFF = {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+    "disabled": True,
+}
+"""The gateway's ext_authz check runs on native routes only: where ext_proc runs, the
+router's flow authenticates (one hop, not two)."""
 _FILTER_OFF = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
 _ABSENT = {"present_match": True, "invert_match": True}
 _CAPS_ABSENT = {"name": "x-model-capabilities", **_ABSENT}
@@ -113,6 +121,7 @@ class RouteBuilder:
             ],
             "host_selection_retry_max_attempts": 3,
         }
+        self.auth = config.auth is not None
         self.served_headers = [
             (MODEL_HEADER, _meta("model")),
             (VERSION_HEADER, _meta("version")),
@@ -122,6 +131,10 @@ class RouteBuilder:
             self.served_headers.append((ENDPOINT_HEADER, "%UPSTREAM_HOST%"))
 
     # -- pieces --------------------------------------------------------------------------
+
+    def _authz_off(self, per_filter: dict[str, Any]) -> None:
+        if self.auth:
+            per_filter[EXT_AUTHZ_FILTER] = _EXT_AUTHZ_OFF
 
     def _headers(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         return [
@@ -188,6 +201,7 @@ class RouteBuilder:
             per_filter[EXT_PROC_FILTER] = _EXT_PROC_OFF
         else:
             headers.append((FAIL_OPEN_HEADER, _meta("upstream")))  # "1" when it was used
+            self._authz_off(per_filter)
         route["response_headers_to_add"] = self._headers(headers)
         route["request_headers_to_remove"] = [CLUSTER_HEADER]
         route["typed_per_filter_config"] = per_filter
@@ -208,6 +222,8 @@ class RouteBuilder:
         per_filter: dict[str, Any] = {} if j2m else {J2M_FILTER: _FILTER_OFF}
         if native:
             per_filter[EXT_PROC_FILTER] = _EXT_PROC_OFF
+        else:
+            self._authz_off(per_filter)
         return {
             "name": name,
             "match": match,
