@@ -225,6 +225,31 @@ def up(config_path: Path, workers: int | None, log_level: str) -> None:
     sys.exit(run(run_up(config, config_path, log_level)))
 
 
+@main.command()
+@click.option(
+    "--address",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="A worker's gRPC host:port.",
+)
+@click.option(
+    "--service",
+    type=click.Choice(["readiness", "liveness"]),
+    default="readiness",
+    show_default=True,
+)
+@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+def healthcheck(address: str, service: str, timeout_s: float) -> None:
+    """Exit 0 when a router worker's gRPC health reports SERVING, else 1 with the reason
+    (for container health checks: no curl or grpc_health_probe needed)."""
+    from extproc.ops.procs import grpc_health_once
+
+    status = run(grpc_health_once(address, service, timeout_s))
+    if status != "SERVING":
+        click.echo(f"model-router at {address}: {service} is not SERVING: {status}", err=True)
+        sys.exit(1)
+
+
 @main.command("envoy-config")
 @CONFIG_OPTION
 def envoy_config(config_path: Path) -> None:

@@ -274,6 +274,16 @@ async def grpc_health(address: str, service: str = "", timeout_s: float = 1.0) -
         return int(resp.status)
 
 
+async def grpc_health_once(address: str, service: str, timeout_s: float) -> str:
+    """One health check: ``SERVING``, ``NOT_SERVING``..., or why there was no answer
+    (``unreachable (...)``)."""
+    try:
+        status = await grpc_health(address, service, timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        return f"unreachable ({exc.code().name}: {exc.details()})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+
+
 async def wait_grpc_serving(
     address: str,
     service: str = "readiness",

@@ -174,6 +174,13 @@ class Metrics:
         # (Linux /proc; nothing is exported where it cannot be read).
         self.process = ProcessCollector(registry=registry)
         self._children: dict[tuple[str, ...], Counter] = {}
+        # Known label values exported at 0 from the start, so a rate() or an alert on
+        # them has a series before the first event (a NACK, a refused reload).
+        for kind in ("cds", "eds", "rds"):
+            for metric in (self.xds_responses, self.xds_acks, self.xds_nacks):
+                self._child(metric, kind)
+        for result in ("success", "error"):
+            self.reloads.labels(result)
         self._headers_only = self.duration.labels("headers")
         self._with_body = self.duration.labels("body")
         self._decision = self.phase.labels("decision")

@@ -43,3 +43,14 @@ def test_check_config_shows_every_problem_in_line_order(tmp_path: Path) -> None:
         "line 1", "line 3", "line 6", "line 7", "line 9",
     ]  # fmt: skip
     assert "Traceback" not in r.output
+
+
+def test_healthcheck_of_a_worker_that_does_not_answer_fails_with_the_reason() -> None:
+    from extproc.ops.procs import PORTS
+
+    (port,) = PORTS.take(1)
+    r = CliRunner().invoke(
+        main, ["healthcheck", "--address", f"127.0.0.1:{port}", "--timeout", "0.5"]
+    )
+    assert r.exit_code == 1
+    assert f"model-router at 127.0.0.1:{port}: readiness is not SERVING: unreachable (" in r.output

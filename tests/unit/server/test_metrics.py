@@ -84,3 +84,14 @@ def test_process_metrics_are_exported() -> None:
         "process_max_fds",
         "process_start_time_seconds",
     } <= names
+
+
+def test_alerted_counters_have_series_before_their_first_event() -> None:
+    """An alert on increase(...) of a NACK or a refused reload needs the series at 0 first."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    got = samples(registry)
+    for kind in ("cds", "eds", "rds"):
+        assert got[("model_router_xds_nacks_total", (("type", kind),))] == 0
+    assert got[("model_router_config_reloads_total", (("result", "error"),))] == 0
+    assert got[("model_router_config_reloads_total", (("result", "success"),))] == 0
