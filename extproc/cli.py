@@ -260,6 +260,28 @@ def envoy_config(config_path: Path) -> None:
 
 
 @main.command()
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="The checkout holding docker-compose.yml and deploy/.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def stack(root: Path, log_level: str) -> None:
+    """Run docker-compose.yml's topology natively, from the same files: Consul, two
+    llm-d-inference-sim replicas, KServe's ModelServer, the router, Envoy and Prometheus on
+    loopback (no Grafana: the dashboard is in deploy/grafana). Ctrl-C stops it."""
+    from extproc.dev.native_stack import run_native_stack
+
+    if not (root / "docker-compose.yml").is_file():
+        click.echo(f"model-router stack: no docker-compose.yml in {root.resolve()}", err=True)
+        sys.exit(1)
+    logs.setup("warning", json=False)
+    sys.exit(run(run_native_stack(root, log_level)))
+
+
+@main.command()
 @click.option("--log-level", default="warning", show_default=True)
 @click.option(
     "--registry",

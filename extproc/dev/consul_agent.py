@@ -36,9 +36,11 @@ def consul_binary() -> Path | None:
 
 
 class ConsulAgent:
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, *, config_files: tuple[Path, ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.config_files = config_files
+        """Agent configuration files (service definitions...) it loads at start."""
         self.http_port = 0
         self._ports: list[int] = []
         self.proc: ManagedProcess | None = None
@@ -68,6 +70,7 @@ class ConsulAgent:
             f"-server-port={server}", "-log-level=warn",
             "-hcl", "performance { raft_multiplier = 1 }",
             "-hcl", "disable_update_check = true",
+            *(f"-config-file={f}" for f in self.config_files),
         ]  # fmt: skip
 
     async def start(self, timeout_s: float = 30.0) -> None:

@@ -54,3 +54,9 @@ def test_healthcheck_of_a_worker_that_does_not_answer_fails_with_the_reason() ->
     )
     assert r.exit_code == 1
     assert f"model-router at 127.0.0.1:{port}: readiness is not SERVING: unreachable (" in r.output
+
+
+def test_stack_needs_a_checkout_with_the_compose_file(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["stack", "--root", str(tmp_path)])
+    assert r.exit_code == 1
+    assert f"model-router stack: no docker-compose.yml in {tmp_path}" in r.output
