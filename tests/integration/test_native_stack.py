@@ -134,6 +134,20 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_scraped(
 
     await eventually(missing, timeout=120, interval=2, what="every queried metric scraped")
 
+    # And every panel shows something: a label filter or a name that matches nothing
+    # (Envoy's cluster tag stopping at a dot...) would pass the name check above.
+    async def empty_panels() -> bool:
+        empty = []
+        for title, exprs in dashboard_queries().items():
+            for expr in exprs:
+                query = expr.replace("$__rate_interval", "20s")
+                if not (await prometheus(native, "query", query=query))["result"]:
+                    empty.append(f"{title}: {expr}")
+        assert not empty, f"panels without data: {empty}"
+        return True
+
+    await eventually(empty_panels, timeout=120, interval=2, what="every panel has data")
+
 
 async def test_envoy_access_log_and_router_log_join_on_request_id(native: NativeStack) -> None:
     assert native.stack is not None and native.stack.envoy and native.stack.router
@@ -171,7 +185,7 @@ async def test_envoy_access_log_and_router_log_join_on_request_id(native: Native
     )
     (e,) = envoy_routed
     assert e["code"] == 200 and e["served_model"] == "chat"
-    assert e["upstream_cluster"] == "deployment.chat-sims"
+    assert e["upstream_cluster"] == "deployment_chat-sims"  # its alt_stat_name
     (r,) = [x for x in router_routed if x["msg"] == "request routed"]
     assert r["deployment"] == "chat-sims" and r["model"] == "chat"
     # The endpoint the router picked first is the one Envoy was told and sent it to.
