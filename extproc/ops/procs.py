@@ -228,9 +228,12 @@ def log_cause(path: Path, max_chars: int = 300) -> str | None:
         if text.startswith("{"):  # the router's JSON log line: its message
             try:
                 doc = json.loads(text)
-                text = str(doc.get("msg") or doc.get("message") or text)
             except ValueError:
-                pass
+                doc = None
+            if isinstance(doc, dict):
+                if "level" not in doc:  # Envoy's access log: a request (its "error" key)
+                    continue
+                text = str(doc.get("msg") or doc.get("message") or text)
         return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
     return None
 
