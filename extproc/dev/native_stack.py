@@ -48,6 +48,16 @@ def prometheus_binary(name: str = "prometheus") -> Path | None:
     return Path(found) if found else None
 
 
+def binaries() -> dict[str, Path | None]:
+    """What the stack runs, each with where it comes from -> its path, None when missing."""
+    return {
+        "llm-d-inference-sim (scripts/install-inference-sim)": inference_sim_binary(),
+        "KServe's virtualenv (scripts/install-kserve)": kserve_python(),
+        "consul (scripts/install-consul)": consul_binary(),
+        "prometheus (apt-get install -y prometheus)": prometheus_binary(),
+    }
+
+
 @dataclass
 class Addresses:
     """Compose ``service:port`` -> the loopback address the native process listens on."""
@@ -158,12 +168,7 @@ class NativeStack(StartStop):
         return self.stack.url
 
     def _binaries(self) -> tuple[Path, Path, Path, Path]:
-        found = {
-            "llm-d-inference-sim (scripts/install-inference-sim)": inference_sim_binary(),
-            "KServe's virtualenv (scripts/install-kserve)": kserve_python(),
-            "consul (scripts/install-consul)": consul_binary(),
-            "prometheus (apt-get install prometheus)": prometheus_binary(),
-        }
+        found = binaries()
         missing = [name for name, path in found.items() if path is None]
         if missing:
             raise FileNotFoundError(f"model-router stack needs {', '.join(missing)}")
@@ -280,18 +285,13 @@ class NativeStack(StartStop):
 
 async def run_native_stack(root: Path, log_level: str) -> int:
     """``model-router stack``: start, print where everything is, run until SIGINT/SIGTERM."""
-    import asyncio
-    import signal
     import tempfile
 
-    from extproc.ops.stack import StartupError
+    from extproc.ops.stack import StartupError, stop_on_signals
 
     workdir = Path(tempfile.mkdtemp(prefix="model-router-stack-"))
     native = NativeStack(root, workdir, log_level=log_level)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await native.start()
     except (StartupError, FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:

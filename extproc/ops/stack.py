@@ -224,13 +224,19 @@ async def _keep_running(
         print(f"{proc.name} is back", flush=True)
 
 
-async def run_up(config: Config, config_path: Path, log_level: str) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="model-router-up-"))
-    stack = Stack(config, config_path, workdir=workdir, log_level=log_level)
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets (for commands that run until stopped)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_up(config: Config, config_path: Path, log_level: str) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="model-router-up-"))
+    stack = Stack(config, config_path, workdir=workdir, log_level=log_level)
+    stop = stop_on_signals()
     try:
         await stack.start()
     except StartupError as exc:

@@ -16,10 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from extproc.dev.backends import kserve_python
-from extproc.dev.consul_agent import consul_binary
-from extproc.dev.inference_sim import inference_sim_binary
-from extproc.dev.native_stack import NativeStack, prometheus_binary
+from extproc.dev.native_stack import NativeStack, binaries
 from tests.deploy import (
     DEPLOY,
     compose_config,
@@ -39,13 +36,7 @@ TARGETS = {"model-router": 2, "envoy": 1, "model-servers": 3}
 
 @pytest.fixture(scope="module")
 async def native(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NativeStack]:
-    needs = {
-        "llm-d-inference-sim (scripts/install-inference-sim)": inference_sim_binary(),
-        "KServe's virtualenv (scripts/install-kserve)": kserve_python(),
-        "consul (scripts/install-consul)": consul_binary(),
-        "prometheus (apt-get install -y prometheus)": prometheus_binary(),
-    }
-    missing = [name for name, found in needs.items() if found is None]
+    missing = [name for name, found in binaries().items() if found is None]
     if missing:
         pytest.skip(f"the native stack needs {', '.join(missing)}")
     stack = NativeStack(ROOT, tmp_path_factory.mktemp("stack"), log_level="debug")
