@@ -235,6 +235,8 @@ class NativeStack(StartStop):
         path.write_text(json.dumps(native_services(services, self.where), indent=2))
         self.consul = ConsulAgent(binary, self.workdir / "consul", config_files=(path,))
         await self.consul.start()
+        ids = [svc["id"] for svc in services["services"]]
+        await self.consul.wait_checks_passing(ids, timeout_s=60.0)
 
     async def _start_router_and_envoy(self, ports: dict[str, list[int]]) -> None:
         assert self.consul is not None
