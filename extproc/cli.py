@@ -225,6 +225,31 @@ def up(config_path: Path, workers: int | None, log_level: str) -> None:
     sys.exit(run(run_up(config, config_path, log_level)))
 
 
+@main.command()
+@click.option(
+    "--address",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="A worker's gRPC host:port.",
+)
+@click.option(
+    "--service",
+    type=click.Choice(["readiness", "liveness"]),
+    default="readiness",
+    show_default=True,
+)
+@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+def healthcheck(address: str, service: str, timeout_s: float) -> None:
+    """Exit 0 when a router worker's gRPC health reports SERVING, else 1 with the reason
+    (for container health checks: no curl or grpc_health_probe needed)."""
+    from extproc.ops.procs import grpc_health_once
+
+    status = run(grpc_health_once(address, service, timeout_s))
+    if status != "SERVING":
+        click.echo(f"model-router at {address}: {service} is not SERVING: {status}", err=True)
+        sys.exit(1)
+
+
 @main.command("envoy-config")
 @CONFIG_OPTION
 def envoy_config(config_path: Path) -> None:
@@ -251,6 +276,28 @@ def new_api_key(name: str, tenant: str) -> None:
     click.echo(
         yaml.safe_dump([entry_for(key, name=name, tenant=tenant)], sort_keys=False), nl=False
     )
+
+
+@main.command()
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="The checkout holding docker-compose.yml and deploy/.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def stack(root: Path, log_level: str) -> None:
+    """Run docker-compose.yml's topology natively, from the same files: Consul, two
+    llm-d-inference-sim replicas, KServe's ModelServer, the router, Envoy and Prometheus on
+    loopback (no Grafana: the dashboard is in deploy/grafana). Ctrl-C stops it."""
+    from extproc.dev.native_stack import run_native_stack
+
+    if not (root / "docker-compose.yml").is_file():
+        click.echo(f"model-router stack: no docker-compose.yml in {root.resolve()}", err=True)
+        sys.exit(1)
+    logs.setup("warning", json=False)
+    sys.exit(run(run_native_stack(root, log_level)))
 
 
 @main.command()

@@ -24,6 +24,7 @@ from extproc.core.request import ProtocolName
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 GRPC_OVERHEAD_BYTES = 256 * 1024
 """Headers, metadata and framing on top of a body in one ext_proc gRPC message."""
+_DNS_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _HOSTPORT = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
 )
@@ -89,6 +90,15 @@ class EnvoyConfig(_Strict):
     listen_host: str = "127.0.0.1"
     listen_port: Annotated[int, Field(ge=1, le=65535)] = 10000
     admin_port: Annotated[int, Field(ge=1, le=65535)] = 9901
+    stats_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """A listener on ``listen_host`` that serves only ``/stats/prometheus`` and ``/ready``
+    of Envoy's admin interface (which stays on loopback: it can stop Envoy), for
+    Prometheus and health checks from other hosts. 0: none."""
+    router_host: str | None = None
+    """Where Envoy reaches this router's workers (ext_proc, xDS, access logs): an IP, or a
+    name Envoy resolves by DNS (a compose service name). Default: ``listener.host``; set it
+    when the router listens on a wildcard address (``0.0.0.0``) or on another host; Envoy
+    then reaches it over TCP, never its Unix sockets."""
     message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
     route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
     """A whole response may take this long (streamed generations): every model's default
@@ -117,6 +127,13 @@ class EnvoyConfig(_Strict):
                 f"unknown retry condition(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(RETRY_CONDITIONS))}"
             )
+        return value
+
+    @field_validator("router_host")
+    @classmethod
+    def _host_only(cls, value: str | None) -> str | None:
+        if value is not None and not (is_ip(value) or _DNS_NAME.fullmatch(value)):
+            raise ValueError(f"router_host {value!r} must be an IP address or a host name, no port")
         return value
 
     @field_validator("routers")

@@ -85,6 +85,17 @@ def cluster_name(deployment: str) -> str:
     return "deployment." + safe
 
 
+def cluster_stat_name(deployment: str) -> str:
+    """The name a deployment's cluster has in Envoy's stats (its ``alt_stat_name``):
+    without dots, because Envoy's Prometheus tag ``envoy_cluster_name`` ends at the first
+    dot (``deployment.chat`` would be ``envoy_cluster_name="deployment"`` and the rest
+    would leak into every metric name)."""
+    name = cluster_name(deployment).replace(".", "_")
+    if "." in deployment:  # keep "a.b" and "a_b" apart
+        name += "_" + hashlib.sha256(deployment.encode()).hexdigest()[:8]
+    return name
+
+
 _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _SKIP_BODY = pm.ProcessingMode(request_body_mode=pm.ProcessingMode.NONE)
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,11 @@ def consul_binary() -> Path | None:
 
 
 class ConsulAgent:
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, *, config_files: tuple[Path, ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.config_files = config_files
+        """Agent configuration files (service definitions...) it loads at start."""
         self.http_port = 0
         self._ports: list[int] = []
         self.proc: ManagedProcess | None = None
@@ -68,6 +70,7 @@ class ConsulAgent:
             f"-server-port={server}", "-log-level=warn",
             "-hcl", "performance { raft_multiplier = 1 }",
             "-hcl", "disable_update_check = true",
+            *(f"-config-file={f}" for f in self.config_files),
         ]  # fmt: skip
 
     async def start(self, timeout_s: float = 30.0) -> None:
@@ -102,6 +105,26 @@ class ConsulAgent:
                 if time.monotonic() - start > timeout_s:
                     raise TimeoutError(f"consul at {self.url} has no leader after {timeout_s}s")
                 await asyncio.sleep(0.1)
+
+    async def wait_checks_passing(self, service_ids: Collection[str], timeout_s: float) -> None:
+        """Until every check of these services passes (Consul starts a check critical
+        until its first run passes, so a router started before would see none healthy)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, str] = {}
+        async with aiohttp.ClientSession(trust_env=False) as s:
+            while time.monotonic() < deadline:
+                try:
+                    async with s.get(f"{self.url}/v1/agent/checks") as r:
+                        checks = await r.json() if r.status == 200 else {}
+                except (aiohttp.ClientError, ValueError):
+                    checks = {}
+                states = {c["ServiceID"]: c["Status"] for c in checks.values()}
+                if all(states.get(sid) == "passing" for sid in service_ids):
+                    return
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"consul checks not passing after {timeout_s}s: {states}")
 
     async def _put(self, path: str, body: Any = None) -> None:
         async with (

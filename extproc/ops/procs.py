@@ -228,9 +228,12 @@ def log_cause(path: Path, max_chars: int = 300) -> str | None:
         if text.startswith("{"):  # the router's JSON log line: its message
             try:
                 doc = json.loads(text)
-                text = str(doc.get("msg") or doc.get("message") or text)
             except ValueError:
-                pass
+                doc = None
+            if isinstance(doc, dict):
+                if "level" not in doc:  # Envoy's access log: a request (its "error" key)
+                    continue
+                text = str(doc.get("msg") or doc.get("message") or text)
         return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
     return None
 
@@ -272,6 +275,16 @@ async def grpc_health(address: str, service: str = "", timeout_s: float = 1.0) -
         stub = health_pb2_grpc.HealthStub(channel)
         resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         return int(resp.status)
+
+
+async def grpc_health_once(address: str, service: str, timeout_s: float) -> str:
+    """One health check: ``SERVING``, ``NOT_SERVING``..., or why there was no answer
+    (``unreachable (...)``)."""
+    try:
+        status = await grpc_health(address, service, timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        return f"unreachable ({exc.code().name}: {exc.details()})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 async def wait_grpc_serving(

@@ -15,6 +15,7 @@ stops both.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import tempfile
@@ -55,8 +56,11 @@ class Stack:
         envoy_log_level: str = "warning",
         envoy_concurrency: int | None = None,
         ports: EnvoyPorts | None = None,
+        router_env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.router_env = router_env
+        """Extra environment for the router (e.g. ``CONSUL_HTTP_ADDR``)."""
         self.config_path = config_path
         self.workdir = workdir
         self.log_level = log_level
@@ -84,6 +88,16 @@ class Stack:
     def admin_url(self) -> str:
         return f"http://{self.ports.admin_host}:{self.ports.admin_port}"
 
+    @property
+    def stats_url(self) -> str | None:
+        """Envoy's Prometheus endpoint on the stats listener (``envoy.stats_port``)."""
+        if not self.ports.stats_port:
+            return None
+        host = self.ports.listen_host
+        if host in ("0.0.0.0", "::"):  # a wildcard listener: reach it on loopback
+            host = "127.0.0.1"
+        return f"http://{host}:{self.ports.stats_port}/stats/prometheus"
+
     def preflight(self) -> None:
         """Every port the stack will listen on must be free now: a port another program
         holds would otherwise fail later, or worse, answer our readiness checks."""
@@ -92,6 +106,8 @@ class Stack:
             (p.listen_host, p.listen_port, "envoy.listen_port"),
             (p.admin_host, p.admin_port, "envoy.admin_port"),
         ]
+        if p.stats_port:
+            wanted.append((p.listen_host, p.stats_port, "envoy.stats_port"))
         for i, port in enumerate(p.ext_proc_ports):
             wanted.append((listener.host, port, f"listener.port (worker {i})"))
             if listener.metrics_port:
@@ -112,7 +128,8 @@ class Stack:
             log_level=self.log_level,
             last_good=self.last_good,
         )
-        return ManagedProcess("router", argv, log=self.workdir / "router.log")
+        env = {**os.environ, **self.router_env} if self.router_env else None
+        return ManagedProcess("router", argv, env=env, log=self.workdir / "router.log")
 
     async def start_router(self) -> None:
         self.router = self.router or self._router_proc()
@@ -209,13 +226,19 @@ async def _keep_running(
         print(f"{proc.name} is back", flush=True)
 
 
-async def run_up(config: Config, config_path: Path, log_level: str) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="model-router-up-"))
-    stack = Stack(config, config_path, workdir=workdir, log_level=log_level)
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets (for commands that run until stopped)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_up(config: Config, config_path: Path, log_level: str) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="model-router-up-"))
+    stack = Stack(config, config_path, workdir=workdir, log_level=log_level)
+    stop = stop_on_signals()
     try:
         await stack.start()
     except StartupError as exc:
@@ -226,6 +249,8 @@ async def run_up(config: Config, config_path: Path, log_level: str) -> int:
     metrics = config.listener.metrics_port
     print(f"envoy     {stack.url}  (send requests here)")
     print(f"admin     {stack.admin_url}")
+    if stack.stats_url:
+        print(f"stats     {stack.stats_url}  (Prometheus)")
     for i, port in enumerate(stack.ports.ext_proc_ports):
         m = f"  metrics http://{config.listener.host}:{metrics + i}/metrics" if metrics else ""
         print(f"router    worker {i}: grpc {config.listener.host}:{port}{m}")

@@ -17,6 +17,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -65,6 +66,19 @@ class Metrics:
             f"{ns}_validation_failures",
             "Requests rejected by a model's spec (422), by model and rule.",
             ["model", "rule"],
+            registry=registry,
+        )
+        self.deployment_requests = Counter(
+            f"{ns}_deployment_requests",
+            "Requests the router routed, by model and the deployment it picked (registry "
+            "names: bounded by the registry).",
+            ["model", "deployment"],
+            registry=registry,
+        )
+        self.max_inflight = Gauge(
+            f"{ns}_deployment_max_inflight",
+            "A deployment's quota of requests in flight (deployments with a quota only).",
+            ["model", "deployment"],
             registry=registry,
         )
         self.picks = Counter(
@@ -195,12 +209,25 @@ class Metrics:
             ["type"],
             registry=registry,
         )
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds...
+        # (Linux /proc; nothing is exported where it cannot be read).
+        self.process = ProcessCollector(registry=registry)
         self._children: dict[tuple[str, ...], Counter] = {}
+        # Known label values exported at 0 from the start, so a rate() or an alert on
+        # them has a series before the first event (a NACK, a refused reload).
+        for kind in ("cds", "eds", "rds"):
+            for metric in (self.xds_responses, self.xds_acks, self.xds_nacks):
+                self._child(metric, kind)
+        for result in ("success", "error"):
+            self.reloads.labels(result)
         self._headers_only = self.duration.labels("headers")
         self._with_body = self.duration.labels("body")
         self._decision = self.phase.labels("decision")
         self._transfer = self.phase.labels("body_transfer")
         self._stream = self.phase.labels("stream")
+
+    def __repr__(self) -> str:
+        return f"Metrics(children={len(self._children)})"
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         key = (metric._name, *labels)
@@ -227,6 +254,7 @@ class Metrics:
             decision = outcome.decision
             if decision is not None:
                 self._child(self.picks, decision.profile).inc()
+                self._child(self.deployment_requests, model, decision.deployment).inc()
                 if outcome.priority is not None:
                     admitted = "admitted_at_risk" if decision.budget_at_risk else "admitted"
                     self._child(self.admission, outcome.priority, model, admitted).inc()
@@ -277,18 +305,34 @@ class Metrics:
         self._child(self.xds_nacks, kind).inc()
 
     def publish_snapshot(self, snapshot: Snapshot) -> None:
-        """Registry gauges for a new snapshot: endpoints by state, generation, load time."""
+        """Registry gauges for a new snapshot: endpoints by state, quotas, generation, load
+        time (label sets of deployments that left the registry go with them)."""
         g = self.endpoints
         g.clear()
+        self.max_inflight.clear()
         for model in snapshot.models.values():
             for dep in model.deployments:
+                if dep.max_inflight is not None:
+                    self.max_inflight.labels(model.name, dep.name).set(dep.max_inflight)
                 counts = {"routable" if dep.routable else "disabled": len(dep.endpoints)}
                 for _, why in dep.excluded:  # e.g. critical, warning, maintenance (Consul)
                     counts[why] = counts.get(why, 0) + 1
                 for state, n in counts.items():
                     g.labels(model.name, dep.version, dep.name, state).set(n)
+        self._forget_deployments_not_in(snapshot)
         self.config_generation.set(snapshot.generation)
         self.last_reload.set(time.time())
+
+    def _forget_deployments_not_in(self, snapshot: Snapshot) -> None:
+        """Drop the request counters of deployments the registry no longer has, so label
+        sets stay bounded by the registry as it is (a deployment that comes back starts
+        from 0, which Prometheus' rate() reads as a counter reset)."""
+        live = {(m.name, d.name) for m in snapshot.models.values() for d in m.deployments}
+        metric = self.deployment_requests
+        for key in [k for k in self._children if k[0] == metric._name]:
+            if tuple(key[1:]) not in live:
+                del self._children[key]
+                metric.remove(*key[1:])
 
 
 ExplainHandler = Callable[[dict[str, Any]], dict[str, Any]]

@@ -55,6 +55,17 @@ class SignalMetrics(Collector):
             if lat is not None and lat.ttfb_s is not None:
                 ttfb.add_metric(values, lat.ttfb_s)
         yield from (inflight, waiting, kv, stale, ttfb, ejected)
+        responses = CounterMetricFamily(
+            f"{_NS}_endpoint_responses",
+            "Responses of the requests this worker routed, per registry endpoint and status "
+            "class (2xx..5xx, none: no response), as Envoy's access log reported them.",
+            labels=[*labels, "code"],
+        )
+        for (address, code), count in sorted(self.collector.access_log.responses.items()):
+            owner = where.get(address)
+            if owner is not None:
+                responses.add_metric([owner, address, code], count)
+        yield responses
         tracker = board.inflight
         yield CounterMetricFamily(
             f"{_NS}_inflight_released", "Picks released by their access-log entry.",

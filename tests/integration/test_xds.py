@@ -135,7 +135,7 @@ async def test_the_router_list_is_walked_past_a_dead_primary(
         upstream = servers[r.headers["x-served-by"]].received[-1].headers
         picked_dead += upstream["x-gateway-destination-endpoint"].startswith(dead)
     assert picked_dead >= 2  # round robin put the dead endpoint first several times
-    stats = await client.get(stack.admin_url + "/stats?filter=deployment.c1.upstream_rq_retry$")
+    stats = await client.get(stack.admin_url + "/stats?filter=deployment_c1.upstream_rq_retry$")
     assert int(stats.text.split(":")[1]) >= 1, stats.text
 
 

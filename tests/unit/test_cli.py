@@ -58,3 +58,20 @@ def test_new_key_prints_the_key_once_and_only_its_digest_for_the_file() -> None:
     assert entry == {"name": "ci", "sha256": hashlib.sha256(key.encode()).hexdigest(),
                      "tenant": "acme"}  # fmt: skip
     assert key not in r.stdout
+
+
+def test_healthcheck_of_a_worker_that_does_not_answer_fails_with_the_reason() -> None:
+    from extproc.ops.procs import PORTS
+
+    (port,) = PORTS.take(1)
+    r = CliRunner().invoke(
+        main, ["healthcheck", "--address", f"127.0.0.1:{port}", "--timeout", "0.5"]
+    )
+    assert r.exit_code == 1
+    assert f"model-router at 127.0.0.1:{port}: readiness is not SERVING: unreachable (" in r.output
+
+
+def test_stack_needs_a_checkout_with_the_compose_file(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["stack", "--root", str(tmp_path)])
+    assert r.exit_code == 1
+    assert f"model-router stack: no docker-compose.yml in {tmp_path}" in r.output

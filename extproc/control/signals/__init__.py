@@ -56,6 +56,7 @@ class SignalCollector:
             self.board.inflight.timeout_s = config.inflight_timeout_s
         self.scraper.set_targets(scrape_targets(compiled, snapshot))
         self.ejection.set_snapshot(snapshot)
+        self.access_log.forget_endpoints_not_in(self.ejection.deployments)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -10,7 +10,7 @@ a failure). The latency map on the board is replaced, never mutated, after each 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import grpc
@@ -70,6 +70,12 @@ def failed(entry: accesslog_pb2.HTTPAccessLogEntry) -> bool:
     )
 
 
+def code_class(entry: accesslog_pb2.HTTPAccessLogEntry) -> str:
+    """``2xx`` ... ``5xx`` from the response code; ``none`` when there was none (a reset)."""
+    code = entry.response.response_code.value
+    return f"{code // 100}xx" if 100 <= code < 600 else "none"
+
+
 class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
     def __init__(self, board: SignalBoard, ejection: EjectionTracker, *, alpha: float) -> None:
         self.board = board
@@ -83,6 +89,9 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
         self.unmatched = 0
         """Entries for requests this worker has no open pick for (expired, or natively
         routed requests Envoy logs anyway)."""
+        self.responses: dict[tuple[str, str], int] = {}
+        """Responses per (registry endpoint, code class), as Envoy logged them: only
+        addresses of the registry's endpoints are kept (:meth:`forget_endpoints_not_in`)."""
 
     def __repr__(self) -> str:
         return f"AccessLogReceiver(entries={self.entries}, unmatched={self.unmatched})"
@@ -125,6 +134,9 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
             if address is None:
                 continue
             self.ejection.outcome(address, failed(entry))
+            if address in self.ejection.deployments:
+                key = (address, code_class(entry))
+                self.responses[key] = self.responses.get(key, 0) + 1
             common = entry.common_properties
             ttfb = _seconds(common.time_to_first_upstream_rx_byte)
             if ttfb is None and not common.HasField("duration"):
@@ -134,6 +146,12 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
             self._update(latency, address, ttfb, _seconds(common.duration))
         if latency is not None:
             self.board.latency = latency
+
+    def forget_endpoints_not_in(self, addresses: Collection[str]) -> None:
+        """Drop the response counts of endpoints that left the registry (bounded labels)."""
+        gone = [key for key in self.responses if key[0] not in addresses]
+        for key in gone:
+            del self.responses[key]
 
     async def StreamAccessLogs(
         self,

@@ -19,7 +19,7 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from google.protobuf import json_format
 
 from extproc.control.schema import Config, HealthCheckConfig
-from extproc.core.envoy_wire import DESTINATION_HEADER, cluster_name
+from extproc.core.envoy_wire import DESTINATION_HEADER, cluster_name, cluster_stat_name
 from extproc.core.snapshot import Deployment, Snapshot
 
 METADATA_NAMESPACE = "model_router"
@@ -63,6 +63,7 @@ def deployment_cluster(
     name = cluster_name(dep.name)
     spec: dict[str, Any] = {
         "name": name,
+        "alt_stat_name": cluster_stat_name(dep.name),
         "type": "EDS",
         "eds_cluster_config": {"eds_config": _ADS, "service_name": name},
         "connect_timeout": _seconds(connect_timeout_s),

@@ -125,3 +125,50 @@ def test_local_replies_take_each_paths_protocol_shape() -> None:
                 assert any("startsWith('/v2/')" in e for e in expressions)
             else:
                 assert "and_filter" not in m["filter"]
+
+
+def test_router_reached_by_name_and_a_stats_listener() -> None:
+    """In a container the router listens on 0.0.0.0 and Envoy reaches it by its service
+    name: its clusters resolve the name (STRICT_DNS), while the access loggers still
+    match the worker ids the router tags its decisions with (its own listen address)."""
+    cfg = parse_config(
+        "listener: {host: 0.0.0.0, port: 50051, workers: 2}\n"
+        "envoy: {listen_host: 0.0.0.0, stats_port: 9902, router_host: router}\n"
+        "models: {m: {protocol: generic, versions: ['1']}}\n"
+    )
+    doc = yaml.safe_load(render_bootstrap(cfg))
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    for name in ("ext_proc", "xds", "access_log_0", "access_log_1"):
+        assert clusters[name]["type"] == "STRICT_DNS"
+        assert clusters[name]["dns_lookup_family"] == "V4_PREFERRED"
+        hosts = {
+            e["endpoint"]["address"]["socket_address"]["address"]
+            for e in clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        }
+        assert hosts == {"router"}
+    loggers = [a for a in _find(doc, "access_log")[0] if a["name"].endswith("http_grpc")]
+    assert [a["filter"]["header_filter"]["header"]["string_match"]["exact"] for a in loggers] == [
+        "0.0.0.0:50051", "0.0.0.0:50052",
+    ]  # fmt: skip
+    listeners = {x["name"]: x for x in doc["static_resources"]["listeners"]}
+    stats = listeners["model_router_stats"]
+    assert stats["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9902}
+    routes = _find(stats, "routes")[0]
+    assert [(r["match"]["path"], r["route"]["cluster"]) for r in routes] == [
+        ("/stats/prometheus", "envoy_admin"), ("/ready", "envoy_admin"),
+    ]  # fmt: skip
+    admin = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert admin["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 9901,
+    }  # fmt: skip  (admin itself stays on loopback)
+    assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_router_host_is_a_host_without_port() -> None:
+    import pytest
+
+    from extproc.control.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="router_host"):
+        parse_config("envoy: {router_host: 'router:50051'}\nmodels: {}\n")

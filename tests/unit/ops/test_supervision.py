@@ -33,7 +33,11 @@ def test_log_cause_finds_the_error_in_envoy_and_router_logs(tmp_path: Path) -> N
         + "\n"
     )  # fmt: skip
     assert log_cause(router) == "cannot listen on 127.0.0.1:1: address in use"
+    # Envoy's JSON access log lines (keys "error", "fail_open") are requests, not errors.
+    access = json.dumps({"request_id": "r", "code": 200, "error": None, "details": "via_upstream"})
+    envoy.write_text(envoy.read_text() + access + "\n")
+    assert "Address already in use" in str(log_cause(envoy))
     quiet = tmp_path / "quiet.log"
-    quiet.write_text("all good\n")
+    quiet.write_text("all good\n" + access + "\n")
     assert log_cause(quiet) is None
     assert log_cause(tmp_path / "missing.log") is None

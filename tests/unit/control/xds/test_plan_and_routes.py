@@ -14,6 +14,7 @@ from extproc.control.loading import parse_config
 from extproc.control.xds.clusters import build_clusters
 from extproc.control.xds.plan import plan
 from extproc.control.xds.routes import build_routes
+from extproc.core.envoy_wire import cluster_stat_name
 from tests.unit.helpers import state_for
 
 ROUTES = """
@@ -175,6 +176,15 @@ def test_clusters_walk_the_routers_list_and_check_health() -> None:
     }  # fmt: skip
     # A disabled deployment keeps its endpoints: decisions already made finish there.
     assert len(endpoints["deployment.k2"].endpoints[0].lb_endpoints) == 1
+    # Stats without dots: Envoy's envoy_cluster_name tag ends at the first dot.
+    assert k1["alt_stat_name"] == "deployment_k1"
+
+
+def test_cluster_stat_names_have_no_dots_and_stay_distinct() -> None:
+    names = [cluster_stat_name(d) for d in ("chat.v1", "chat_v1", "chat v1", "chat-sims")]
+    assert all("." not in n for n in names)
+    assert len(set(names)) == 4
+    assert names[3] == "deployment_chat-sims"
 
 
 def test_consul_endpoints_are_not_actively_checked_by_envoy() -> None:
