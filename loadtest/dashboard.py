@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -71,7 +72,8 @@ async def collect(seconds: float, workers: int) -> dict[str, Any]:
 
     from extproc.dev.native_stack import NativeStack
 
-    stack = NativeStack(ROOT, Path(tempfile.mkdtemp(prefix="model-router-dashboard-")))
+    workdir = Path(tempfile.mkdtemp(prefix="model-router-dashboard-"))
+    stack = NativeStack(ROOT, workdir)
     await stack.start()
     try:
         start = time.time()
@@ -104,9 +106,10 @@ async def collect(seconds: float, workers: int) -> dict[str, Any]:
                         "targets": targets,
                     }
                 )
-        return out
     finally:
         await stack.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # kept (logs) only when something failed
+    return out
 
 
 def _legend(template: str, labels: dict[str, str]) -> str:
