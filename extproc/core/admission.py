@@ -227,7 +227,7 @@ def admit(
         kept = tuple(c for c, u in zip(cands, use, strict=True) if u < 1.0)
         _keep(trace, "admission.quota", kept)
         if kept:
-            cands = kept
+            cands = kept if len(kept) < len(cands) else cands  # same tuple: memos hit
         elif cls.max_load is not None:
             raise adm.overloaded(
                 cls, "quota", f"every deployment of model {req.model.name!r} is at its quota"
@@ -251,6 +251,8 @@ def admit(
                     None if p is None else round(p, 1)
                 )
         kept = tuple(c for c, p in zip(cands, predicted, strict=True) if p is None or p <= budget)
+        if len(kept) == len(cands):
+            kept = cands  # the same tuple, so the scorers' memos still hit
         if not kept:
             best = min(p for p in predicted if p is not None)
             why = (

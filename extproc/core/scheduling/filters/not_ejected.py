@@ -17,5 +17,7 @@ class NotEjected(Filter):
         self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
     ) -> tuple[Candidate, ...]:
         ejected, now = req.signals.ejected, req.now
+        if not ejected:  # the usual case: the same tuple, so later steps' memos still hit
+            return candidates
         kept = tuple(c for c in candidates if ejected.get(c.address, 0.0) <= now)
-        return kept or candidates
+        return kept if kept and len(kept) < len(candidates) else candidates
