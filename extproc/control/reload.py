@@ -162,9 +162,9 @@ class Reloader:
     ) -> None:
         self.compiled = compiled
         self.signals = signals
+        """The worker's live signals, shared by every state (None: an empty board each)."""
         self.quotas = quotas
         """The worker's tenant quota book, shared by every state (counts survive reloads)."""
-        """The worker's live signals, shared by every state (None: an empty board each)."""
         self.path = path
         self.watch_interval_s = watch_interval_s
         self._on_state = on_state

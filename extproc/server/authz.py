@@ -3,7 +3,8 @@
 Natively routed requests never reach the ext_proc flow, so Envoy asks the router's
 ``envoy.service.auth.v3.Authorization`` service (one unary call on the same gRPC port,
 headers only) before it routes them: the credentials, the caller's right to the model and
-the tenant's quotas (:meth:`extproc.core.gateway.Gateway.check_native`). Requests on
+the tenant's quotas (:meth:`~extproc.core.gateway.Gateway.native_caller`, then
+:meth:`~extproc.core.gateway.Gateway.admit_native`). Requests on
 ext_proc routes do not pay this hop: the flow runs the same checks.
 """
 
@@ -50,13 +51,16 @@ class NativeAuthorizer(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
         gateway = self._current.state.gateway
         if gateway is None:  # auth turned off needs a restart; never refuse meanwhile
             return envoy_wire.authz_allowed("", ())
+        caller = None
         try:
             claims = jwt_claim(
                 request.attributes.metadata_context.filter_metadata, gateway.auth.tenant_claim
             )
-            caller = gateway.check_native(head, claims)
+            caller = gateway.native_caller(head, claims)
+            if caller is not None:
+                gateway.admit_native(caller, head)
         except RouterError as err:
-            self._metrics.observe_gateway("native", None, err)
+            self._metrics.observe_gateway("native", caller.label if caller else None, err)
             log.info(
                 "request rejected",
                 extra={"request_id": head.request_id[:256], "status": err.status,

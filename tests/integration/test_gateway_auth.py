@@ -53,6 +53,7 @@ auth: {{keys_file: "{keys}"}}
 tenants:
   acme: {{models: [chat, tensor], default_class: standard}}
   tiny: {{quotas: {{requests_per_minute: 3}}}}
+  single: {{quotas: {{concurrent_requests: 1}}}}
 {extra}
 """ + fleet(s)
 
@@ -79,11 +80,12 @@ def served(server: ModelServer) -> list[str]:
 async def keyed(
     servers: dict[str, ModelServer], make_stack: StackFactory, tmp_path: Path
 ) -> tuple[Stack, dict[str, str], dict[str, ModelServer]]:
-    keys = {"acme": new_key(), "tiny": new_key(), "narrow": new_key()}
+    keys = {"acme": new_key(), "tiny": new_key(), "narrow": new_key(), "single": new_key()}
     path = tmp_path / "keys.yaml"
     write_keys(path, [
         entry_for(keys["acme"], name="acme-ci", tenant="acme"),
         entry_for(keys["tiny"], name="tiny-1", tenant="tiny"),
+        entry_for(keys["single"], name="single", tenant="single"),
         {**entry_for(keys["narrow"], name="narrow", tenant="acme"), "models": ["tensor"]},
     ])  # fmt: skip
     stack = await make_stack(gateway_routes(servers, path))
@@ -261,3 +263,28 @@ async def reload_errors(client: httpx.AsyncClient, stack: Stack) -> bool:
     port = stack.config.listener.metrics_port
     text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     return 'model_router_config_reloads_total{result="error"}' in text
+
+
+async def test_a_concurrency_slot_returns_when_the_request_ends_on_both_paths(
+    keyed: tuple[Stack, dict[str, str], dict[str, ModelServer]], client: httpx.AsyncClient
+) -> None:
+    """One request in flight at a time: each ended request's access-log entry returns
+    its slot (on native routes through the worker that ext_authz tagged), so one caller
+    sending one request after another is never refused for long."""
+    stack, keys, _ = keyed
+    single = {"x-api-key": keys["single"]}
+    calls = [("/v1/chat/completions", chat()), ("/v2/models/tensor/infer", TENSOR)]
+    refused: list[str] = []
+    for i in range(8):
+        path, body = calls[i % 2]
+
+        async def served_now(path: str = path, body: object = body) -> bool:
+            r = await client.post(stack.url + path, json=body, headers=single)
+            if r.status_code == 429:  # the previous request's entry is not in yet (~20 ms)
+                assert r.headers["x-model-router-quota"] == "concurrent_requests", r.text
+                refused.append(path)
+                return False
+            assert r.status_code == 200, r.text
+            return True
+
+        await eventually(served_now, what=f"request {i} ({path}) admitted")

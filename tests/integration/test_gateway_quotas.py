@@ -137,6 +137,8 @@ async def test_two_replicas_of_two_workers_share_one_quota_within_the_bound(
     assert set(statuses) <= {200, 429}, statuses
     assert refused_rounds == 5, f"never refused within {LOAD_CEILING_S}s: {statuses}"
     ok = statuses[200]
+    print(f"shared quota: {ok} admitted for a limit of {LIMIT} (bound {LIMIT + bound}), "
+          f"{dict(statuses)}")  # fmt: skip
     # The overshoot stated in the README: at most workers x lease over the limit.
     assert LIMIT <= ok <= LIMIT + bound, (ok, LIMIT, bound, statuses)
     assert by_stack[0][200] > 0 and by_stack[1][200] > 0, by_stack

@@ -61,17 +61,19 @@ class Gateway:
         """Count ``request`` against ``caller``'s quotas (429 when over one)."""
         self.quotas.admit(caller.tenant, request.model, self.tokens(request), request_id)
 
-    def check_native(self, head: RequestHead, claims: Mapping[str, Any] | None) -> Caller | None:
-        """A natively routed request (Envoy's ext_authz check): the caller (401), its
-        right to the model of the KServe path or ``x-model`` (403), and the tenant's
-        request and concurrency quotas (429; native requests carry no prompt the
-        router reads, so they count 0 tokens). ``None``: an open path (health probes)."""
+    def native_caller(self, head: RequestHead, claims: Mapping[str, Any] | None) -> Caller | None:
+        """A natively routed request's caller (Envoy's ext_authz check; 401 without
+        valid credentials). ``None``: an open path (health probes)."""
         if not self.needs_credentials(head.path_only):
             return None
-        caller = self.caller(head.headers, claims)
+        return self.caller(head.headers, claims)
+
+    def admit_native(self, caller: Caller, head: RequestHead) -> None:
+        """``caller``'s right to the model of the KServe path or ``x-model`` (403) and the
+        tenant's request and concurrency quotas (429; native requests carry no prompt
+        the router reads, so they count 0 tokens)."""
         match = kserve_v2.match(head.path_only)
         model = match.name if match is not None else head.headers.get("x-model")
         if model is not None:
             caller.check_model(model)
             self.quotas.admit(caller.tenant, model, 0, head.request_id)
-        return caller
