@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,8 +55,11 @@ class PortAllocator:
     from one allocator (router gRPC workers, their metrics ports, Envoy's listen and
     admin ports, Consul's) cannot collide. Use the process-wide :data:`PORTS`.
 
-    Not covered: another process, or a socket bound to port 0, taking a port between
-    :meth:`take` and the child's bind; the child then fails to bind, and says so.
+    Ports are drawn from below the kernel's ephemeral range
+    (``/proc/sys/net/ipv4/ip_local_port_range``): outgoing connections take their local
+    port from that range, and one did take a port handed out here before the child bound
+    it (a test run failed that way). Not covered: another program binding the same port
+    in between; the child then fails to bind, and says so.
     """
 
     def __init__(self, host: str = "127.0.0.1", *, attempts: int = 200) -> None:
@@ -63,6 +67,7 @@ class PortAllocator:
         self.attempts = attempts
         self._given: set[int] = set()
         self._lock = threading.Lock()
+        self._pool: range | None = None
 
     def __repr__(self) -> str:
         return f"PortAllocator(host={self.host!r}, handed_out={len(self._given)})"
@@ -82,9 +87,27 @@ class PortAllocator:
                 return None
             return int(s.getsockname()[1])
 
+    def _ports(self) -> range:
+        """Where ports come from: below the ephemeral range (read once), else above it."""
+        if self._pool is None:
+            low, high = 32768, 60999
+            with contextlib.suppress(OSError, ValueError):
+                text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+                low, high = (int(v) for v in text.split())
+            below, above = range(10000, low), range(high + 1, 65536)
+            self._pool = below if len(below) >= len(above) else above
+        return self._pool
+
+    def _random_free(self, span: int = 1) -> int | None:
+        """A random port of the pool (with room for ``span`` after it), if free now."""
+        pool = self._ports()
+        if len(pool) < 1000:  # an unusual range: let the kernel choose
+            return self._probe()
+        return self._probe(random.randrange(pool.start, pool.stop - span + 1))
+
     def _one(self) -> int:
         for _ in range(self.attempts):
-            port = self._probe()
+            port = self._random_free()
             if port is not None and port not in self._given:
                 self._given.add(port)
                 return port
@@ -92,7 +115,7 @@ class PortAllocator:
 
     def _run(self, n: int) -> list[int]:
         for _ in range(self.attempts):
-            base = self._probe()
+            base = self._random_free(n)
             if base is None or base + n > 65536:
                 continue
             run = list(range(base, base + n))

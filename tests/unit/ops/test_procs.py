@@ -4,6 +4,7 @@ exercised in ``tests/integration/test_ports.py``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -11,17 +12,29 @@ from extproc.ops.procs import PortAllocator
 
 
 class Scripted(PortAllocator):
-    """``bind(0)`` answers the next of ``offers``; ``bind(p)`` fails for ``busy`` ports."""
+    """The random draw answers the next of ``offers``; ``bind(p)`` fails for ``busy`` ports."""
 
     def __init__(self, offers: Iterable[int], busy: Iterable[int] = (), attempts: int = 10) -> None:
         super().__init__(attempts=attempts)
         self.offers = iter(offers)
         self.busy = set(busy)
 
+    def _random_free(self, span: int = 1) -> int | None:
+        return next(self.offers)
+
     def _probe(self, port: int = 0) -> int | None:
-        if port == 0:
-            return next(self.offers)
         return None if port in self.busy else port
+
+
+def test_ports_come_from_outside_the_ephemeral_range() -> None:
+    """Outgoing connections take their local port from the ephemeral range; a port handed
+    out from it could be taken before the child binds it."""
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    allocator = PortAllocator()
+    pool = allocator._ports()
+    assert pool.stop <= low or pool.start > high
+    for port in [*allocator.take(20), *allocator.take(5, consecutive=True)]:
+        assert port in pool and not low <= port <= high
 
 
 def test_a_port_is_never_handed_out_twice() -> None:
