@@ -104,6 +104,14 @@ def _filters(*extra: str) -> tuple[PluginRef, ...]:
     return tuple(PluginRef(type=f) for f in (*DEFAULT_FILTERS, *extra))
 
 
+_LOAD_AWARE_SCORERS = (
+    ("least_busy_time", 2),
+    ("queue", 1),
+    ("kv_cache", 1),
+    ("prefix_cache", 3),
+    ("latency", 1),
+)
+
 BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # The Gateway API Inference Extension / llm-d endpoint picker's default profile.
     "gie-default": ProfileConfig(
@@ -118,13 +126,7 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # time to first byte; failing endpoints left out.
     "load-aware": ProfileConfig(
         filters=_filters("not_ejected", "not_saturated"),
-        scorers=_scorers(
-            ("least_busy_time", 2),
-            ("queue", 1),
-            ("kv_cache", 1),
-            ("prefix_cache", 3),
-            ("latency", 1),
-        ),
+        scorers=_scorers(*_LOAD_AWARE_SCORERS),
         picker=PluginRef(type="max_score"),
     ),
     # load-aware, but the cheapest deployment first: the cost weight outweighs every
@@ -132,14 +134,7 @@ BUILTIN_PROFILES: Mapping[str, ProfileConfig] = {
     # admission (quotas, latency budgets) decides when the cheap one is not an option.
     "cost-aware": ProfileConfig(
         filters=_filters("not_ejected", "not_saturated"),
-        scorers=_scorers(
-            ("cost", 10),
-            ("least_busy_time", 2),
-            ("queue", 1),
-            ("kv_cache", 1),
-            ("prefix_cache", 3),
-            ("latency", 1),
-        ),
+        scorers=_scorers(("cost", 10), *_LOAD_AWARE_SCORERS),
         picker=PluginRef(type="max_score"),
     ),
 }
