@@ -83,3 +83,23 @@ def test_a_filter_that_empties_the_pool_says_why() -> None:
     flow, _ = run_flow(state, "POST", "/api", [("x-model", "m"), ("x-model-version", "2")])
     assert flow.outcome.error is not None and flow.outcome.error.status == 503
     assert "disabled-v2: disabled" in flow.outcome.error.message
+
+
+def test_not_ejected_keeps_the_candidate_tuple_itself_when_it_drops_nothing() -> None:
+    """Later steps memoise on the candidate tuple's identity (not_saturated, the static
+    scores, least_busy_time): a filter that drops nothing must hand the same tuple on."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from extproc.core.scheduling.filters.not_ejected import NotEjected
+
+    cands = cast(Any, tuple(SimpleNamespace(address=a) for a in ("a:1", "b:1", "c:1")))
+
+    def req(ejected: dict[str, float]) -> Any:
+        return SimpleNamespace(signals=SimpleNamespace(ejected=ejected), now=100.0)
+
+    f = NotEjected()
+    assert f.filter(req({}), cands) is cands
+    assert f.filter(req({"a:1": 50.0, "z:1": 200.0}), cands) is cands  # over, or elsewhere
+    assert f.filter(req({"b:1": 200.0}), cands) == (cands[0], cands[2])
+    assert f.filter(req({a: 200.0 for a in ("a:1", "b:1", "c:1")}), cands) is cands  # all: keep
