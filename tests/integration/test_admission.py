@@ -236,6 +236,11 @@ async def test_cost_aware_uses_the_cheap_deployment_until_quota_or_budget_says_n
         ))  # fmt: skip
         for _ in range(4):  # one at a time: always the cheap one, though slower
             assert (await post(client, stack)).headers["x-model-router-deployment"] == "cheap"
+
+        async def released() -> bool:  # Envoy's access log has reported the last one done
+            return sum(await metric_values(client, stack, "model_router_endpoint_inflight")) == 0
+
+        await eventually(released, timeout=10, what="in-flight counts released")
         # six at once: two fit the cheap quota, the rest go to the dear one
         rs = await asyncio.gather(*(post(client, stack) for _ in range(6)))
         assert Counter(r.headers["x-model-router-deployment"] for r in rs) == {
