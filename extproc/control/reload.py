@@ -81,17 +81,19 @@ def startup_only_changes(old: Config, new: Config) -> list[str]:
 Stamp = tuple[tuple[int, int] | None, ...]
 
 
+def _stamp_of(path: Path) -> tuple[int, int] | None:
+    """Modification time and size of ``path`` (``None`` when it is missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _file_stamp(*paths: Path) -> Stamp | None:
     """Modification times and sizes of ``paths`` (``None`` when the first is missing)."""
-    stamps: list[tuple[int, int] | None] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            stamps.append(None)
-        else:
-            stamps.append((st.st_mtime_ns, st.st_size))
-    return None if stamps[0] is None else tuple(stamps)
+    stamps = tuple(_stamp_of(path) for path in paths)
+    return None if stamps[0] is None else stamps
 
 
 def _compile_document(doc: Document, text: str, source: str) -> CompiledRouting | None:
@@ -232,6 +234,17 @@ class Reloader:
         if self._registry is not None:
             await self._registry.stop()
 
+    def _restamp(self, watched: tuple[Path, ...], before: Stamp | None) -> Stamp | None:
+        """The stamp the watcher compares against once a reload accepted a file.
+
+        A file that was already watched keeps the stamp taken *before* the reload read it:
+        an edit made while the reload ran then differs from it and the watcher loads that
+        edit (a stamp taken after the read would record the edit as loaded and lose it).
+        A file the new routing file names for the first time is stamped now."""
+        known = dict(zip(watched, before or (), strict=False))
+        stamps = [known[p] if p in known else _stamp_of(p) for p in self._watched()]
+        return None if stamps[0] is None else tuple(stamps)
+
     async def reload(self, *, only_if_changed: bool = False) -> bool:
         """Load the routing file again; keep the current one if the new one is refused.
         ``only_if_changed`` (the file watch): skip it if a reload (SIGHUP) already read
@@ -239,7 +252,8 @@ class Reloader:
         if self.path is None:
             return False
         async with self._lock:
-            stamp = _file_stamp(*self._watched())
+            watched = self._watched()
+            stamp = _file_stamp(*watched)  # before the read: see _restamp
             if only_if_changed and stamp == self._stamp:
                 return False
             self._stamp = stamp  # the watcher must not load it twice
@@ -268,7 +282,7 @@ class Reloader:
                 return False
             self.compiled = compiled
             self._registry = registry
-            self._stamp = _file_stamp(*self._watched())  # the new file may name other files
+            self._stamp = self._restamp(watched, stamp)
             self._on_state(self._state(compiled, registry.snapshot), compiled)
             self._on_reload("success")
             self._on_accepted(compiled)

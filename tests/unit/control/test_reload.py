@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from extproc.control import reload as reload_module
+from extproc.control.compile import CompiledRouting
 from extproc.control.loading import parse_config
 from extproc.control.reload import Reloader, load_routing, startup_only_changes
 from extproc.core.flow import RouterState
@@ -64,6 +68,38 @@ async def test_reload_counts_once_and_swaps_the_state(tmp_path: Path) -> None:
         )
         # The watcher sees the stamp the reload recorded: it does not load the file again.
         assert reloader._stamp is not None
+    finally:
+        await reloader.stop()
+
+
+async def test_an_edit_made_while_a_reload_reads_the_file_is_loaded_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reload (SIGHUP) reads the file; the user saves another edit before it finishes.
+    # The watcher's next look must load that edit, not take it as the one just loaded.
+    reloader, states, results = _reloader(tmp_path)
+    path = tmp_path / "routes.yaml"
+    real = reload_module.load_routing
+
+    def load_then_edit(at: Path) -> CompiledRouting:
+        compiled = real(at)
+        path.write_text("models: [this is not valid")
+        return compiled
+
+    await reloader.start()
+    try:
+        path.write_text(ROUTES.replace("127.0.0.1:9", "127.0.0.1:10"))
+        monkeypatch.setattr(reload_module, "load_routing", load_then_edit)
+        assert await reloader.reload()
+        monkeypatch.setattr(reload_module, "load_routing", real)
+        assert not await reloader.reload(only_if_changed=True)  # read, and refused
+        assert results == ["success", "error"]
+        # Seen once: the refused edit is not read again until the file changes.
+        assert not await reloader.reload(only_if_changed=True)
+        assert results == ["success", "error"]
+        snap = states[-1].snapshot
+        assert snap is not None
+        assert snap.models["m"].deployments[0].endpoints[0].address == "127.0.0.1:10"
     finally:
         await reloader.stop()
 
