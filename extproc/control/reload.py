@@ -225,7 +225,20 @@ class Reloader:
         await self.registry.start()
         if self.path is not None:
             self._stamp = _file_stamp(*self._watched())
+            edited = await asyncio.to_thread(self._edited_since_loaded)
+            if edited:
+                self._stamp = None  # so the watcher's first look loads the edit
             self._watch = asyncio.create_task(self._watch_file(), name="watch-routing-file")
+
+    def _edited_since_loaded(self) -> bool:
+        """Whether the routing file changed between its first load and :meth:`start`."""
+        assert self.path is not None
+        if not self.compiled.text:
+            return False  # compiled from elsewhere (tests): nothing to compare
+        try:
+            return read_text(self.path) != self.compiled.text
+        except ConfigError:
+            return True  # gone or unreadable now: the watcher's reload says why
 
     async def stop(self) -> None:
         if self._watch is not None:

@@ -104,6 +104,18 @@ async def test_an_edit_made_while_a_reload_reads_the_file_is_loaded_next(
         await reloader.stop()
 
 
+async def test_an_edit_saved_between_the_first_load_and_start_is_loaded(tmp_path: Path) -> None:
+    reloader, _, results = _reloader(tmp_path)  # loaded here
+    (tmp_path / "routes.yaml").write_text(ROUTES.replace("127.0.0.1:9", "127.0.0.1:10"))
+    await reloader.start()
+    try:
+        assert await reloader.reload(only_if_changed=True)  # what the watcher does
+        assert results == ["success"]
+        assert not await reloader.reload(only_if_changed=True)
+    finally:
+        await reloader.stop()
+
+
 async def test_a_startup_only_change_is_refused_naming_the_setting(tmp_path: Path) -> None:
     reloader, states, results = _reloader(tmp_path)
     await reloader.start()
