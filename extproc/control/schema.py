@@ -100,6 +100,11 @@ class EnvoyConfig(_Strict):
     when the router listens on a wildcard address (``0.0.0.0``) or on another host; Envoy
     then reaches it over TCP, never its Unix sockets."""
     message_timeout_ms: Annotated[int, Field(ge=1, le=60000)] = 1000
+    xds_ack_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """How long the router waits for every connected Envoy to ACK new clusters and
+    endpoints before it decides on a new state (make before break). Envoy ACKs in
+    milliseconds; past this an Envoy is slow or stuck, the router routes on, and counts
+    it in ``model_router_xds_ack_timeouts_total``."""
     route_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 600
     """A whole response may take this long (streamed generations): every model's default
     ``timeouts.total_s``."""
@@ -187,8 +192,8 @@ class ConsulConfig(_Strict):
     """Blocking-query wait: Consul answers at once on change, else after this long."""
     startup_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     recovery_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
-    """After Consul answers again following an outage, a model its answers leave with no
-    routable instance keeps its last known instances this long (0: never)."""
+    """After Consul answers again following an outage, a model version its answers leave
+    with no routable instance keeps its last known instances this long (0: never)."""
     fallback_to_file: bool = False
     """Consul unreachable at start-up: route on this file's ``deployments`` meanwhile
     (otherwise stay NOT_SERVING until Consul answers)."""

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 MAX_RECEIVED = 1000
+HEALTH_PATHS = frozenset({"/health", "/v2/health/ready", "/v2/health/live"})
+"""Health probes (Envoy's active health checks): counted in ``health_checks``, not in
+``received`` or ``count``, which are the traffic a test sent through the router."""
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DEFAULT_INPUTS: list[dict[str, Any]] = [{"name": "in", "datatype": "FP32", "shape": [-1, 1]}]
 _DEFAULT_OUTPUTS: list[dict[str, Any]] = [{"name": "out", "datatype": "FP32", "shape": [-1, 1]}]
@@ -81,6 +84,7 @@ class ModelServer(StartStop):
         self.spec = spec
         self.received: deque[ReceivedRequest] = deque(maxlen=MAX_RECEIVED)
         self.count = 0
+        self.health_checks = 0
         self._healthy = True
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -132,8 +136,9 @@ class ModelServer(StartStop):
     def set_healthy(self, healthy: bool) -> None:
         self._healthy = healthy
 
-    def clear_received(self) -> None:
-        self.received.clear()
+    def clear_received(self, keep: int = MAX_RECEIVED) -> None:
+        """Forget the traffic received so far; remember the last ``keep`` requests."""
+        self.received = deque(maxlen=keep)
         self.count = 0
 
     def __repr__(self) -> str:
@@ -141,7 +146,8 @@ class ModelServer(StartStop):
         addr = self.address if self._port is not None else "not-started"
         return (
             f"ModelServer(name={s.name!r}, kind={s.kind!r}, model={s.model!r}, "
-            f"version={s.version!r}, address={addr!r}, served={self.count})"
+            f"version={s.version!r}, address={addr!r}, served={self.count}, "
+            f"health_checks={self.health_checks})"
         )
 
     # -- app -----------------------------------------------------------------------------
@@ -175,6 +181,9 @@ class ModelServer(StartStop):
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "GET" and request.path in HEALTH_PATHS:
+            self.health_checks += 1
+            return await handler(request)
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.received.append(

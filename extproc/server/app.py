@@ -102,7 +102,9 @@ class Server:
         self.metrics.registry.register(SignalMetrics(self.collector))
         self.xds = ResourceCache()
         """What this worker serves Envoy over ADS (rebuilt on every state)."""
-        self.publisher = XdsPublisher(self.xds)
+        self.publisher = XdsPublisher(
+            self.xds, ack_timeout_s=compiled.config.envoy.xds_ack_timeout_s
+        )
         self._pending: tuple[RouterState, CompiledRouting] | None = None
         self._applying: asyncio.Task[None] | None = None
         self.reloader = Reloader(
@@ -186,7 +188,8 @@ class Server:
             if state.snapshot is not None:
                 self.collector.update(compiled, state.snapshot)
                 try:
-                    await self.publisher.publish(compiled, state.snapshot)
+                    if not await self.publisher.publish(compiled, state.snapshot):
+                        self.metrics.xds_ack_timeouts.inc()
                 except Exception:  # a config push must never stop routing
                     log.exception("cannot publish xDS resources; Envoy keeps the previous ones")
                     self.metrics.internal_errors.inc()

@@ -209,6 +209,12 @@ class Metrics:
             ["type"],
             registry=registry,
         )
+        self.xds_ack_timeouts = Counter(
+            f"{ns}_xds_ack_timeouts",
+            "New states the router routed on before every Envoy ACKed their clusters "
+            "(envoy.xds_ack_timeout_s passed: an Envoy is slow or stuck).",
+            registry=registry,
+        )
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds...
         # (Linux /proc; nothing is exported where it cannot be read).
         self.process = ProcessCollector(registry=registry)

@@ -148,7 +148,9 @@ async def test_critical_never_shed_under_real_overload(
 async def test_budget_keeps_requests_off_the_slow_endpoint(
     tmp_path: Path, make_stack: StackFactory, client: httpx.AsyncClient
 ) -> None:
-    async with sims(tmp_path, {"ttft_ms": 20}, {"ttft_ms": 400}) as s:
+    # Far apart (20 ms vs 1.2 s, budget 400 ms): a stall of this shared machine in the
+    # fast endpoint's first samples must not push its estimate over the budget.
+    async with sims(tmp_path, {"ttft_ms": 20}, {"ttft_ms": 1200}) as s:
         fast, slow = s
         stack = await make_stack(routes(
             [{"name": "fast", "endpoints": [fast.address]},
@@ -166,7 +168,7 @@ async def test_budget_keeps_requests_off_the_slow_endpoint(
 
         await eventually(latency_known, timeout=10, what="both endpoints' TTFB observed")
         for _ in range(8):
-            r = await post(client, stack, **{"x-model-router-ttft-budget-ms": "150"})
+            r = await post(client, stack, **{"x-model-router-ttft-budget-ms": "400"})
             assert r.headers["x-model-router-deployment"] == "fast"
             assert "x-model-router-budget-at-risk" not in r.headers
         r = await post(client, stack, **{"x-model-router-ttft-budget-ms": "1"})
@@ -226,7 +228,8 @@ async def test_quota_holds_under_concurrency_with_two_workers(
 async def test_cost_aware_uses_the_cheap_deployment_until_quota_or_budget_says_no(
     tmp_path: Path, make_stack: StackFactory, client: httpx.AsyncClient
 ) -> None:
-    async with sims(tmp_path, {"ttft_ms": 300}, {"ttft_ms": 20}) as (cheap, dear):
+    # The cheap one is slow (800 ms): the burst below is decided while its two are open.
+    async with sims(tmp_path, {"ttft_ms": 800}, {"ttft_ms": 20}) as (cheap, dear):
         stack = await make_stack(routes(
             [{"name": "cheap", "endpoints": [cheap.address], "max_inflight": 2,
               "cost": {"per_1k_prompt_tokens": 0.1, "per_1k_completion_tokens": 0.2}},
@@ -245,7 +248,7 @@ async def test_cost_aware_uses_the_cheap_deployment_until_quota_or_budget_says_n
         rs = await asyncio.gather(*(post(client, stack) for _ in range(6)))
         assert Counter(r.headers["x-model-router-deployment"] for r in rs) == {
             "cheap": 2, "dear": 4}  # fmt: skip
-        # a budget the cheap one cannot meet (its observed TTFB is ~300 ms)
+        # a budget the cheap one cannot meet (its observed TTFB is ~800 ms)
         r = await post(client, stack, **{"x-model-router-ttft-budget-ms": "150"})
         assert r.headers["x-model-router-deployment"] == "dear"
         spend = await _metrics(client, stack)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -448,6 +449,9 @@ async def test_quota_and_cost_from_service_metadata(
     client: httpx.AsyncClient,
 ) -> None:
     cheap, dear = servers["cs-v1-a"], servers["cs-v1-b"]
+    # Slow streams (4 x 0.5 s) from the cheap one: the burst below is decided while its
+    # first stream is open.
+    cheap.spec = dataclasses.replace(cheap.spec, stream_delay_s=0.5)
     for name, s, meta in (
         ("priced-cheap", cheap, {"deployment": "cheap", "max_inflight": "1",
                                  "cost_per_request": "0.001"}),
@@ -480,11 +484,11 @@ async def test_quota_and_cost_from_service_metadata(
     cfg = stack.config.listener
     for _ in range(4):  # one at a time: always the cheap one
         assert await served_by() == "cs-v1-a"
-        await eventually(released, timeout=5, what="the request released")
-    # three streams at once (each ~0.25 s): one fits the cheap deployment's quota of 1
+        await eventually(released, timeout=30, what="the request released")
+    # three streams at once (each ~2 s at the cheap one): one fits the cheap deployment's quota of 1
     seen = Counter(await asyncio.gather(*(served_by(stream=True) for _ in range(3))))
     assert seen == {"cs-v1-a": 1, "cs-v1-b": 2}
-    await eventually(released, timeout=5, what="the streams released")
+    await eventually(released, timeout=30, what="the streams released")
     live = await explain_live(f"http://{cfg.host}:{cfg.metrics_port}", "POST",
                               "/v1/chat/completions", [], json.dumps(body).encode())  # fmt: skip
     signals = live["scheduling"]["signals"]

@@ -61,8 +61,10 @@ async def test_lifecycle_and_repr() -> None:
             await server.start()
         async with _client(server) as client:
             assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/v1/models")).status_code == 200
         text = repr(server)
-        for part in ("chat-small-v1-a", "openai", "chat-small", "v1", server.address, "served=1"):
+        for part in ("chat-small-v1-a", "openai", "chat-small", "v1", server.address, "served=1",
+                     "health_checks=1"):  # fmt: skip
             assert part in text
     finally:
         await server.stop()
@@ -202,11 +204,29 @@ async def test_large_body_and_received(openai_server: ModelServer) -> None:
 async def test_received_is_bounded(openai_server: ModelServer) -> None:
     async with _client(openai_server) as client:
         for batch in (100,) * 10 + (10,):  # batched: httpx's pool times out on huge gathers
-            await asyncio.gather(*(client.get("/health") for _ in range(batch)))
+            await asyncio.gather(*(client.get("/v1/models") for _ in range(batch)))
     assert openai_server.count == 1010
     assert len(openai_server.received) == 1000
     openai_server.clear_received()
     assert openai_server.count == 0 and not openai_server.received
+
+
+async def test_health_probes_are_counted_apart_from_the_traffic(
+    openai_server: ModelServer, kserve_server: ModelServer
+) -> None:
+    # Envoy health-checks every deployment each second: what a test sent through the
+    # router must not share `received` (and its bound) or `count` with those probes.
+    cases = [
+        (openai_server, ["/health"], "/v1/models"),
+        (kserve_server, ["/v2/health/ready", "/v2/health/live"],
+         f"/v2/models/{kserve_server.spec.model}"),
+    ]  # fmt: skip
+    for server, probes, traffic in cases:
+        async with _client(server) as client:
+            for path in [*probes, traffic]:
+                assert (await client.get(path)).status_code == 200, path
+        assert server.health_checks == len(probes)
+        assert server.count == 1 and [r.path for r in server.received] == [traffic]
 
 
 async def test_kserve_metadata(kserve_server: ModelServer) -> None:

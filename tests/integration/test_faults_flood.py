@@ -72,7 +72,7 @@ async def test_big_body_flood(
 ) -> None:
     stack = await make_stack(routes_for(model_servers), failure_mode=mode)
     large = model_servers["chat-large-v1"]
-    large.clear_received()
+    large.clear_received(keep=100_000)  # a quiet run of this machine serves over 1,000
     big, small = await _run(stack.url)
     everything = big + small.counts
     assert not [k for k in everything if k.startswith("bad:")], everything  # no wrong model

@@ -338,24 +338,34 @@ async def test_reload_storm_of_valid_and_broken_files_loses_no_request(
         "models: [truncated",  # not YAML
         good.replace("protocol: openai", "protocol: grpc", 1),  # a schema error
     ]
+    urls = [f"http://127.0.0.1:{stack.config.listener.metrics_port + i}/metrics" for i in (0, 1)]
+
+    async def reloads(result: str) -> list[float]:
+        return [_reloads((await client.get(url)).text, result) for url in urls]
+
+    async def attempts() -> list[float]:
+        ok, bad = await reloads("success"), await reloads("error")
+        return [a + b for a, b in zip(ok, bad, strict=True)]
+
     load = Load(stack.url, ROUTER_CALLS).start()
     writes = 0
     try:
         await eventually(lambda: load.ok() >= 20, what="load flowing")
-        for i in range(12):  # bounded: 12 files, about 0.3 s apart
+        for i in range(12):  # bounded: 12 files, each read by both workers before the next
+            before = await attempts()
             path.write_text((good, broken[i % 3], other, broken[(i + 1) % 3])[i % 4])
             stack.router.signal(signal.SIGHUP)
             writes += 1
-            await asyncio.sleep(0.3)
+
+            async def both_read_it(before: list[float] = before) -> bool:
+                return all(a > b for a, b in zip(await attempts(), before, strict=True))
+
+            await eventually(both_read_it, what=f"both workers read file {i}")
     finally:
         counts = await load.stop()
     assert not load.errors(), counts
     assert load.ok() > 0
-    errors = 0.0
-    for i in range(2):
-        url = f"http://127.0.0.1:{stack.config.listener.metrics_port + i}/metrics"
-        errors += _reloads((await client.get(url)).text, "error")
-    assert errors >= 2 * (writes // 2)  # each broken file, in each worker
+    assert sum(await reloads("error")) >= 2 * (writes // 2)  # each broken file, in each worker
     for _ in range(10):  # the last file written was broken: the last good one serves
         r = await client.post(stack.url + "/v1/chat/completions", json=CHAT)
         assert r.status_code == 200

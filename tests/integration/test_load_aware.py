@@ -156,7 +156,8 @@ async def test_failing_endpoint_is_ejected_then_comes_back(
             "scorers": [{"type": "least_inflight", "weight": 1}],
             "picker": "round_robin",
         }
-        ejection = {"consecutive_failures": 2, "base_s": 2, "max_share": 0.5}
+        # 6 s: the ten requests after the ejection is seen all fall inside its cooldown.
+        ejection = {"consecutive_failures": 2, "base_s": 6, "max_share": 0.5}
         text = routes(addresses, profile, signals={"ejection": ejection}, one_deployment=True)
         stack = await make_stack(text)
         statuses = await _statuses(client, stack, 12)  # round robin: it fails twice, then out
@@ -170,7 +171,7 @@ async def test_failing_endpoint_is_ejected_then_comes_back(
 
         await eventually(lambda: ejected("1.0"), timeout=10, what="the failing endpoint ejected")
         assert await _statuses(client, stack, 10) == {200: 10}  # it gets nothing now
-        await eventually(lambda: ejected("0.0"), timeout=15, what="back after its cooldown")
+        await eventually(lambda: ejected("0.0"), timeout=30, what="back after its cooldown")
         back = await _statuses(client, stack, 6)
         assert back[200] < 6  # in rotation again (it still fails: it will be ejected again)
 
@@ -187,7 +188,10 @@ async def test_repeated_system_prompts_stick_to_one_endpoint(
     tmp_path: Path, make_stack: StackFactory, client: httpx.AsyncClient
 ) -> None:
     async with sims(tmp_path, 3) as s:
-        profile = {"scorers": [{"type": "prefix_cache", "weight": 1}], "picker": "max_score"}
+        # Seeded: each tenant's first pick is a three-way tie, and an unseeded draw put all
+        # six on one endpoint once in 243 runs.
+        profile = {"scorers": [{"type": "prefix_cache", "weight": 1}],
+                   "picker": {"type": "max_score", "params": {"seed": 7}}}  # fmt: skip
         stack = await make_stack(routes([x.address for x in s], profile))
         tenants = {f"t{i}": f"You are tenant {i}'s assistant. " * 40 for i in range(6)}
         homes: dict[str, set[str]] = {t: set() for t in tenants}

@@ -269,19 +269,24 @@ class ConsulRegistry(Registry):
     # -- snapshot ----------------------------------------------------------------------
 
     def _hold_over(self, by_model: dict[str, list[Deployment]]) -> None:
-        """Within ``recovery_grace_s`` of Consul answering again, a model left with no
-        routable instance keeps the deployments of the last snapshot (logged, shown in
-        ``describe``); a rebuild when the grace ends drops them if still absent."""
+        """Within ``recovery_grace_s`` of Consul answering again, a model version left with
+        no routable instance keeps its deployments of the last snapshot (logged, shown in
+        ``describe``); a rebuild when the grace ends drops them if still absent. Per
+        version: a request pinned to a version other versions' instances cannot serve."""
         held: list[str] = []
         grace = self._cfg.recovery_grace_s
         since = None if self._recovered_at is None else time.monotonic() - self._recovered_at
         if self._snapshot is not None and since is not None and since < grace:
             for name, entry in self._snapshot.models.items():
                 now = by_model.get(name, [])
-                if any(d.routable for d in now) or not any(d.routable for d in entry.deployments):
+                live = {d.version for d in now if d.routable}
+                kept = [d for d in entry.deployments if d.routable and d.version not in live]
+                if not kept:
                     continue
-                by_model[name] = [*entry.deployments, *(d for d in now if not d.routable)]
-                held.append(name)
+                ids = {(d.name, d.version) for d in kept}
+                by_model[name] = [*kept, *(d for d in now if (d.name, d.version) not in ids)]
+                versions = sorted({d.version for d in kept})
+                held.append(name if not live else f"{name} (version {', '.join(versions)})")
             if held and self._grace_timer is None:
                 self._grace_timer = self._spawn(
                     self._end_grace(grace - since), "consul-recovery-grace"

@@ -29,7 +29,7 @@ log = logging.getLogger("extproc.control.xds")
 
 class XdsPublisher:
     def __init__(
-        self, cache: ResourceCache, *, linger_s: float = 10.0, ack_timeout_s: float = 1.0
+        self, cache: ResourceCache, *, linger_s: float = 10.0, ack_timeout_s: float = 5.0
     ) -> None:
         self.cache = cache
         self.linger_s = linger_s
@@ -41,7 +41,7 @@ class XdsPublisher:
         self._clusters: dict[str, cluster_pb2.Cluster] = {}
         self._endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
         self._expiry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self.unacked = 0
         """Publishes that timed out waiting for an Envoy's ACK (slow or stuck Envoys)."""
 
@@ -69,9 +69,9 @@ class XdsPublisher:
             else:
                 clusters[name], endpoints[name] = cluster, cla
 
-    async def publish(self, compiled: CompiledRouting, snapshot: Snapshot) -> None:
+    async def publish(self, compiled: CompiledRouting, snapshot: Snapshot) -> bool:
         """Push Envoy's resources for ``snapshot``; return once every connected Envoy has
-        the clusters and endpoints (or ``ack_timeout_s`` passed)."""
+        the clusters and endpoints (True), or ``ack_timeout_s`` passed first (False)."""
         self._last = (compiled, snapshot)
         clusters, endpoints = build_clusters(compiled.config, snapshot)
         self._with_lingering(clusters, endpoints)
@@ -83,13 +83,16 @@ class XdsPublisher:
         changed = self.cache.set([cds, eds, pack(ROUTES, {ROUTE_CONFIG_NAME: routes})])
         self._schedule_expiry()
         if not changed or not wanted:
-            return
+            return True
         if not await self.cache.settled(wanted, self.cache.generation, self.ack_timeout_s):
             self.unacked += 1
             log.warning(
-                "not every Envoy acknowledged the new clusters within %.1fs; routing on",
+                "not every Envoy acknowledged the new clusters within %gs "
+                "(envoy.xds_ack_timeout_s); routing on",
                 self.ack_timeout_s,
             )
+            return False
+        return True
 
     def _is_new(self, type_url: str, version: str) -> bool:
         current = self.cache.get(type_url)

@@ -136,3 +136,45 @@ async def test_a_model_emptied_by_consul_coming_back_keeps_its_instances_for_the
     finally:
         await registry.stop()
     assert parked.cancelled()
+
+
+async def test_the_grace_holds_a_version_left_without_instances_while_another_came_back() -> None:
+    """Version 1's instance re-registered and passes; version 2's is still critical: a
+    request pinned to version 2 keeps its last known instance during the grace."""
+    inputs = RegistryInputs("<test>", {}, (), frozenset())
+    registry = ConsulRegistry(ConsulConfig(recovery_grace_s=10), inputs)
+    parked = asyncio.create_task(asyncio.Event().wait(), name="parked-watch")
+    registry._watches["chat"] = parked
+    registry._catalog_seen = True
+
+    def two(v2_status: str) -> list[dict[str, Any]]:
+        v1, v2 = _entry("passing"), _entry(v2_status)
+        v2["Service"] = {**v2["Service"], "ID": "chat-2", "Port": 9001, "Meta": {"version": "2"}}
+        v2["Checks"] = [v2["Checks"][0], {"CheckID": "service:chat-2", "Status": v2_status}]
+        return [v1, v2]
+
+    def routable_versions() -> set[str]:
+        snapshot = registry.snapshot
+        assert snapshot is not None
+        return {d.version for d in snapshot.models["chat"].deployments if d.routable}
+
+    try:
+        registry._services["chat"] = two("passing")
+        await registry._rebuild()
+        assert routable_versions() == {"1", "2"}
+        registry._failed("chat", ConsulUnavailable("refused"))
+        registry._ok("chat")
+        registry._services["chat"] = two("critical")
+        await registry._rebuild()
+        assert routable_versions() == {"1", "2"}
+        assert registry.describe()["held_over"] == ["chat (version 2)"]
+        snapshot = registry.snapshot
+        assert snapshot is not None
+        ids = [(d.name, d.version) for d in snapshot.models["chat"].deployments]
+        assert len(ids) == len(set(ids))  # the held deployment replaces its live twin
+        assert registry._recovered_at is not None
+        registry._recovered_at -= 10  # the grace is over
+        await registry._rebuild()
+        assert routable_versions() == {"1"}
+    finally:
+        await registry.stop()
