@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from extproc.dev.model_servers import HungServer, ModelServer, ModelServerSpec
+from extproc.dev.hung_server import HungServer
+from extproc.dev.model_servers import ModelServer, ModelServerSpec
 from tests.integration.conftest import StackFactory, running
 from tests.support import http_error
 
