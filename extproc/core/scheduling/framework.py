@@ -155,9 +155,20 @@ class Scorer(Plugin):
     latency snapshots (not on the request, nor on in-flight counts): the profile then
     reuses them until a snapshot changes or :meth:`valid_until` passes."""
 
+    sparse: ClassVar[bool] = False
+    """True when most candidates usually score 0 (prefix affinity: only the endpoints that
+    served this prompt before score): the hot path then calls :meth:`score_sparse` and
+    adds only those scores, instead of a list as long as the pool."""
+
     @abc.abstractmethod
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         """One score per candidate, in order, each in [0, 1]."""
+
+    def score_sparse(
+        self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
+    ) -> dict[int, float]:
+        """The candidates' non-zero scores by position (for :attr:`sparse` scorers)."""
+        return {i: s for i, s in enumerate(self.score(req, candidates)) if s}
 
     def valid_until(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> float:
         """Until when (``time.monotonic()``) scores that are not per request stay right."""

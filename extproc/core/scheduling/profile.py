@@ -182,9 +182,19 @@ class Profile:
                 totals = [t + w * s for t, s in zip(totals, scores)]  # noqa: B905
                 valid = min(valid, ws.scorer.valid_until(req, candidates))
             self._static = (candidates, board.load, board.latency, valid, totals)
+        shared = True  # totals is the cached list: copy before adding in place
         for ws in self.dynamic_scorers:
-            w = ws.weight
-            totals = [t + w * s for t, s in zip(totals, ws.scorer.score(req, candidates))]  # noqa: B905
+            w, scorer = ws.weight, ws.scorer
+            if scorer.sparse:
+                hits = scorer.score_sparse(req, candidates)
+                if hits:
+                    if shared:
+                        totals, shared = totals.copy(), False
+                    for i, s in hits.items():
+                        totals[i] += w * s
+            else:
+                totals = [t + w * s for t, s in zip(totals, scorer.score(req, candidates))]  # noqa: B905
+                shared = False
         return totals
 
     def pick(

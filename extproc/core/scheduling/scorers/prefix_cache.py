@@ -33,10 +33,14 @@ class PrefixCacheParams:
 class PrefixCache(Scorer):
     name = "prefix_cache"
     Params = PrefixCacheParams
+    sparse = True
 
     def __init__(self, params: PrefixCacheParams | None = None) -> None:
         super().__init__(params)
         self._index: OrderedDict[int, dict[str, None]] = OrderedDict()
+        self._positions: tuple[tuple[Candidate, ...], dict[str, list[int]]] | None = None
+        """(candidates, positions by address) of the last pool scored sparsely (an address
+        may be in two deployments of the pool)."""
 
     def __repr__(self) -> str:
         return f"PrefixCache(blocks={len(self._index)}, {self.params!r})"
@@ -53,11 +57,12 @@ class PrefixCache(Scorer):
             req.scratch[_KEY] = memo
         return memo
 
-    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+    def _matched(self, req: SchedulingRequest) -> dict[str, float]:
+        """Share of the prompt's leading blocks each endpoint holds (those holding any)."""
         hashes = self._hashes(req)
         first = self._index.get(hashes[0]) if hashes else None
         if not first:
-            return [0.0] * len(candidates)
+            return {}
         # Only endpoints holding the first block can match: walk the blocks for those.
         index, total = self._index, len(hashes)
         matched: dict[str, float] = {}
@@ -69,8 +74,26 @@ class PrefixCache(Scorer):
                     break
                 n += 1
             matched[address] = n / total
-        get = matched.get
+        return matched
+
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        get = self._matched(req).get
         return [get(c.address, 0.0) for c in candidates]
+
+    def score_sparse(
+        self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
+    ) -> dict[int, float]:
+        matched = self._matched(req)
+        if not matched:
+            return {}
+        memo = self._positions
+        if memo is None or memo[0] is not candidates:
+            positions: dict[str, list[int]] = {}
+            for i, c in enumerate(candidates):
+                positions.setdefault(c.address, []).append(i)
+            memo = self._positions = (candidates, positions)
+        at = memo[1].get
+        return {i: s for a, s in matched.items() for i in at(a, ())}
 
     def picked(self, req: SchedulingRequest, primary: Candidate) -> None:
         index, cap = self._index, self.params.capacity
