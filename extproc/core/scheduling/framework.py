@@ -164,6 +164,17 @@ class Scorer(Plugin):
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         """One score per candidate, in order, each in [0, 1]."""
 
+    def add_weighted(
+        self,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        totals: list[float],
+        weight: float,
+    ) -> list[float]:
+        """A new list: ``totals`` plus ``weight`` times this scorer's scores (the hot path's
+        weighted sum; a scorer may fuse it with its own last pass over the pool)."""
+        return [t + weight * s for t, s in zip(totals, self.score(req, candidates))]  # noqa: B905
+
     def score_sparse(
         self, req: SchedulingRequest, candidates: tuple[Candidate, ...]
     ) -> dict[int, float]:

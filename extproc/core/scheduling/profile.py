@@ -193,8 +193,7 @@ class Profile:
                     for i, s in hits.items():
                         totals[i] += w * s
             else:
-                totals = [t + w * s for t, s in zip(totals, scorer.score(req, candidates))]  # noqa: B905
-                shared = False
+                totals, shared = scorer.add_weighted(req, candidates, totals, w), False
         return totals
 
     def pick(

@@ -38,11 +38,28 @@ class LeastBusyTime(Scorer):
         self._memo = (candidates, latency, out, index)
         return out, index
 
-    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+    def _busy(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         durations, index = self._durations(req, candidates)
         busy = durations.copy()  # (0 in flight + 1) x duration
         for address, n in req.signals.inflight.counts.items():  # only endpoints in use
             i = index.get(address)
             if i is not None and n:
                 busy[i] = (n + 1) * durations[i]
-        return ratio_to_best(busy)
+        return busy
+
+    def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
+        return ratio_to_best(self._busy(req, candidates))
+
+    def add_weighted(
+        self,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        totals: list[float],
+        weight: float,
+    ) -> list[float]:
+        busy = self._busy(req, candidates)
+        best = min(busy, default=0.0)
+        if best <= 0:  # no positive duration to compare against: the plain way
+            return super().add_weighted(req, candidates, totals, weight)
+        k = weight * best  # ratio_to_best fused with the weighted sum: one pass
+        return [t + k / b for t, b in zip(totals, busy)]  # noqa: B905

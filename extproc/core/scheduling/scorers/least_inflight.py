@@ -13,3 +13,21 @@ class LeastInflight(Scorer):
     def score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:
         get = req.signals.inflight.counts.get
         return lower_is_better([get(c.address, 0) for c in candidates])
+
+    def add_weighted(
+        self,
+        req: SchedulingRequest,
+        candidates: tuple[Candidate, ...],
+        totals: list[float],
+        weight: float,
+    ) -> list[float]:
+        counts = req.signals.inflight.counts
+        if not counts:  # nothing in flight: every candidate scores 1.0
+            return [t + weight for t in totals]
+        get = counts.get
+        values = [get(c.address, 0) for c in candidates]
+        lo, hi = min(values, default=0), max(values, default=0)
+        if hi <= lo:
+            return [t + weight for t in totals]
+        k = weight / (hi - lo)  # lower_is_better fused with the weighted sum
+        return [t + k * (hi - v) for t, v in zip(totals, values)]  # noqa: B905
