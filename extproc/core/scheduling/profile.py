@@ -143,21 +143,23 @@ class Profile:
                 **candidate_signals(req, c),
                 **trace.signals.get(c.address, {}),
             }
+        scores_of: dict[int, list[float]] = {}
+        for ws in self.scorers:  # shown in the profile's order
+            scores = scores_of[id(ws)] = ws.scorer.score(req, candidates)
+            trace.scorers.append(
+                {
+                    "scorer": ws.scorer.name,
+                    "weight": ws.weight,
+                    "scores": {c.address: s for c, s in zip(candidates, scores, strict=True)},
+                }
+            )
+        # Summed in the hot path's order (snapshot scores first), so the totals are bit
+        # for bit the ones it picks on: max_score breaks ties by equality.
         totals = [0.0] * len(candidates)
-        for ws in self.scorers:
-            scores = ws.scorer.score(req, candidates)
+        for ws in (*self._static_scorers, *self.dynamic_scorers):
             w = ws.weight
-            totals = [t + w * s for t, s in zip(totals, scores, strict=True)]
-            if trace is not None:
-                trace.scorers.append(
-                    {
-                        "scorer": ws.scorer.name,
-                        "weight": ws.weight,
-                        "scores": {c.address: s for c, s in zip(candidates, scores, strict=True)},
-                    }
-                )
-        if trace is not None:
-            trace.totals = {c.address: t for c, t in zip(candidates, totals, strict=True)}
+            totals = [t + w * s for t, s in zip(totals, scores_of[id(ws)], strict=True)]
+        trace.totals = {c.address: t for c, t in zip(candidates, totals, strict=True)}
         return totals
 
     def _fast_score(self, req: SchedulingRequest, candidates: tuple[Candidate, ...]) -> list[float]:

@@ -61,5 +61,6 @@ class LeastBusyTime(Scorer):
         best = min(busy, default=0.0)
         if best <= 0:  # no positive duration to compare against: the plain way
             return super().add_weighted(req, candidates, totals, weight)
-        k = weight * best  # ratio_to_best fused with the weighted sum: one pass
-        return [t + k / b for t, b in zip(totals, busy)]  # noqa: B905
+        # ratio_to_best fused with the weighted sum, in the same arithmetic (bit for bit
+        # what explain shows: max_score breaks ties by equality)
+        return [t + weight * (best / b) for t, b in zip(totals, busy)]  # noqa: B905

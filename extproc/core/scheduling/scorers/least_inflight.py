@@ -29,5 +29,7 @@ class LeastInflight(Scorer):
         lo, hi = min(values, default=0), max(values, default=0)
         if hi <= lo:
             return [t + weight for t in totals]
-        k = weight / (hi - lo)  # lower_is_better fused with the weighted sum
-        return [t + k * (hi - v) for t, v in zip(totals, values)]  # noqa: B905
+        # lower_is_better fused with the weighted sum, in the same arithmetic (bit for
+        # bit what explain shows: max_score breaks ties by equality)
+        span = hi - lo
+        return [t + weight * ((hi - v) / span) for t, v in zip(totals, values)]  # noqa: B905

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
+from extproc.core.flow import RouterState
 from extproc.core.protocols import NeedsBody, understand_body, understand_head
 from extproc.core.request import InferenceRequest, RequestHead
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest
 from extproc.core.scheduling.profile import ScheduleTrace
 from extproc.core.scheduling.scheduler import candidates_of
 from extproc.core.scheduling.scorers.prefix_cache import PrefixCache
-from extproc.core.signals import EndpointLatency, LoadSnapshot, SignalBoard
+from extproc.core.signals import EndpointLatency, EndpointLoad, LoadSnapshot, SignalBoard
 from tests.unit.helpers import state_for
 
 # Endpoint 127.0.0.1:3 is in both deployments: a score must reach both positions.
 ROUTES = """
 scheduling: {profile: p, profiles: {p: {scorers: [
-  {type: prefix_cache, weight: 3}, {type: least_inflight, weight: 1},
-  {type: least_busy_time, weight: 2}, {type: queue, weight: 1}], picker: max_score}}}
+  {type: prefix_cache, weight: 3}, {type: least_inflight, weight: 0.7},
+  {type: least_busy_time, weight: 1.3}, {type: queue, weight: 1.1}], picker: max_score}}}
 models: {chat: {protocol: openai, versions: ['1']}}
 deployments:
   - {name: a, model: chat, version: '1', endpoints: ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3']}
@@ -40,9 +39,9 @@ def _chat(system: str) -> InferenceRequest:
 
 
 def _scheduling(
-    board: SignalBoard, request: InferenceRequest
+    board: SignalBoard, request: InferenceRequest, state: RouterState | None = None
 ) -> tuple[SchedulingRequest, tuple[Candidate, ...]]:
-    state = state_for(ROUTES)
+    state = state or state_for(ROUTES)
     assert state.snapshot is not None
     model = state.snapshot.models["chat"]
     req = SchedulingRequest(request, model, None, (), None, board, time.monotonic())
@@ -63,18 +62,36 @@ def test_prefix_sparse_scores_are_the_dense_scores_without_the_zeros() -> None:
 
 
 def test_the_hot_path_weighted_sum_is_the_traced_one() -> None:
+    """Bit for bit, not approximately: max_score breaks ties by equality, so explain must
+    show the sums the hot path picks on. Weights that are not powers of two, durations
+    and queues that differ, in-flight counts that grow; the same pool each round, so the
+    cached snapshot sums are reused (and must not be changed by the request's own)."""
     state = state_for(ROUTES)
     profile = state.scheduler.profiles["p"]
     board = SignalBoard("t")
-    board.latency = {f"127.0.0.1:{i}": EndpointLatency(ttfb_s=0.05 * i, samples=5)
-                     for i in range(1, 5)}  # fmt: skip
-    board.load = LoadSnapshot({})
+    addresses = [f"127.0.0.1:{i}" for i in range(1, 5)]
+    board.latency = {
+        a: EndpointLatency(ttfb_s=0.05 * i, duration_s=0.3 + 0.07 * i, samples=5)
+        for i, a in enumerate(addresses)
+    }
+    far = time.monotonic() + 3600
+    board.load = LoadSnapshot(
+        {
+            a: EndpointLoad(waiting=i % 3, running=1, kv_usage=0.1, at=far)
+            for i, a in enumerate(addresses)
+        }
+    )
     request = _chat("You are a helpful assistant. ")
-    for round_ in range(4):
-        req, cands = _scheduling(board, request)
+    cached: list[float] | None = None
+    for round_ in range(8):
+        req, cands = _scheduling(board, request, state)
         fast = profile.score(req, cands)
-        traced = profile.score(_scheduling(board, request)[0], cands, ScheduleTrace())
+        if cached is None:
+            cached = list(profile._static[4])  # type: ignore[index]
+        traced = profile.score(_scheduling(board, request, state)[0], cands, ScheduleTrace())
         assert fast is not None and traced is not None
-        assert fast == pytest.approx(traced), round_  # summed in another order
+        assert fast == traced, round_
+        assert profile._static[4] == cached  # type: ignore[index]
         picked = profile.pick(("chat", None, ()), req, cands)  # teaches the prefix scorer
         board.inflight.acquire(picked[0].address, f"r{round_}")
+        board.inflight.acquire(addresses[round_ % 4], f"x{round_}")
