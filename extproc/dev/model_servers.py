@@ -32,8 +32,10 @@ __all__ = [
 
 MAX_RECEIVED = 1000
 HEALTH_PATHS = frozenset({"/health", "/v2/health/ready", "/v2/health/live"})
-"""Health probes (Envoy's active health checks): counted in ``health_checks``, not in
-``received`` or ``count``, which are the traffic a test sent through the router."""
+HEALTH_CHECKER = "Envoy/HC"
+"""Envoy's active health checks (``User-Agent: Envoy/HC`` on these paths) are counted in
+``health_checks``, not in ``received`` or ``count``, which are the traffic sent through
+the router (a client's own ``GET /health`` is traffic)."""
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DEFAULT_INPUTS: list[dict[str, Any]] = [{"name": "in", "datatype": "FP32", "shape": [-1, 1]}]
 _DEFAULT_OUTPUTS: list[dict[str, Any]] = [{"name": "out", "datatype": "FP32", "shape": [-1, 1]}]
@@ -180,7 +182,11 @@ class ModelServer(StartStop):
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "GET" and request.path in HEALTH_PATHS:
+        if (
+            request.method == "GET"
+            and request.path in HEALTH_PATHS
+            and request.headers.get("user-agent") == HEALTH_CHECKER
+        ):
             self.health_checks += 1
             return await handler(request)
         body = await request.read()

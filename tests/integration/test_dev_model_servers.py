@@ -60,7 +60,7 @@ async def test_lifecycle_and_repr() -> None:
         with pytest.raises(RuntimeError):
             await server.start()
         async with _client(server) as client:
-            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/health", headers={"user-agent": "Envoy/HC"})).is_success
             assert (await client.get("/v1/models")).status_code == 200
         text = repr(server)
         for part in ("chat-small-v1-a", "openai", "chat-small", "v1", server.address, "served=1",
@@ -221,12 +221,15 @@ async def test_health_probes_are_counted_apart_from_the_traffic(
         (kserve_server, ["/v2/health/ready", "/v2/health/live"],
          f"/v2/models/{kserve_server.spec.model}"),
     ]  # fmt: skip
+    probe = {"user-agent": "Envoy/HC"}  # what Envoy's HTTP health checker sends
     for server, probes, traffic in cases:
         async with _client(server) as client:
-            for path in [*probes, traffic]:
-                assert (await client.get(path)).status_code == 200, path
+            for path in probes:
+                assert (await client.get(path, headers=probe)).status_code == 200, path
+            assert (await client.get(traffic)).status_code == 200
+            assert (await client.get(probes[0])).status_code == 200  # a client's: traffic
         assert server.health_checks == len(probes)
-        assert server.count == 1 and [r.path for r in server.received] == [traffic]
+        assert server.count == 2 and [r.path for r in server.received] == [traffic, probes[0]]
 
 
 async def test_kserve_metadata(kserve_server: ModelServer) -> None:
