@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from extproc.control.compile import CompiledRouting
@@ -39,4 +40,4 @@ def load_last_good(path: Path, source: Path) -> CompiledRouting:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"no last good configuration: {exc.strerror}"]) from exc
-    return compile_text(text, str(source))
+    return replace(compile_text(text, str(source)), last_good=True)

@@ -233,12 +233,12 @@ class Reloader:
     def _edited_since_loaded(self) -> bool:
         """Whether the routing file changed between its first load and :meth:`start`."""
         assert self.path is not None
-        if not self.compiled.text:
-            return False  # compiled from elsewhere (tests): nothing to compare
+        if not self.compiled.text or self.compiled.last_good:
+            return False  # nothing to compare, or the file is the broken one already refused
         try:
             return read_text(self.path) != self.compiled.text
         except ConfigError:
-            return True  # gone or unreadable now: the watcher's reload says why
+            return True  # unreadable: the watcher's reload says why (a missing one: once back)
 
     async def stop(self) -> None:
         if self._watch is not None:

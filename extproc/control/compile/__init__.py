@@ -47,6 +47,8 @@ class CompiledRouting:
     scheduler: Scheduler
     text: str = ""
     """The routing file's text this was compiled from (kept as the last good one)."""
+    last_good: bool = False
+    """Compiled from the kept last good text because the routing file did not load."""
     gateway: CompiledGateway | None = None
     """Authentication and tenant quotas (``auth``, ``tenants``, the keys file)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,20 @@ async def test_an_edit_saved_between_the_first_load_and_start_is_loaded(tmp_path
         assert await reloader.reload(only_if_changed=True)  # what the watcher does
         assert results == ["success"]
         assert not await reloader.reload(only_if_changed=True)
+    finally:
+        await reloader.stop()
+
+
+async def test_a_worker_started_on_the_last_good_file_does_not_refuse_the_broken_one_again(
+    tmp_path: Path,
+) -> None:
+    reloader, _, results = _reloader(tmp_path)
+    reloader.compiled = replace(reloader.compiled, last_good=True)  # as load_last_good gives
+    (tmp_path / "routes.yaml").write_text("models: [this is not valid")  # refused at start-up
+    await reloader.start()
+    try:
+        assert not await reloader.reload(only_if_changed=True)  # what the watcher does
+        assert results == []
     finally:
         await reloader.stop()
 
