@@ -103,7 +103,9 @@ class Server:
         self.xds = ResourceCache()
         """What this worker serves Envoy over ADS (rebuilt on every state)."""
         self.publisher = XdsPublisher(
-            self.xds, ack_timeout_s=compiled.config.envoy.xds_ack_timeout_s
+            self.xds,
+            ack_timeout_s=compiled.config.envoy.xds_ack_timeout_s,
+            on_unacked=self.metrics.xds_ack_timeouts.inc,  # linger expiries' publishes too
         )
         self._pending: tuple[RouterState, CompiledRouting] | None = None
         self._applying: asyncio.Task[None] | None = None
@@ -188,8 +190,7 @@ class Server:
             if state.snapshot is not None:
                 self.collector.update(compiled, state.snapshot)
                 try:
-                    if not await self.publisher.publish(compiled, state.snapshot):
-                        self.metrics.xds_ack_timeouts.inc()
+                    await self.publisher.publish(compiled, state.snapshot)
                 except Exception:  # a config push must never stop routing
                     log.exception("cannot publish xDS resources; Envoy keeps the previous ones")
                     self.metrics.internal_errors.inc()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -29,9 +30,16 @@ log = logging.getLogger("extproc.control.xds")
 
 class XdsPublisher:
     def __init__(
-        self, cache: ResourceCache, *, linger_s: float = 10.0, ack_timeout_s: float = 5.0
+        self,
+        cache: ResourceCache,
+        *,
+        linger_s: float = 10.0,
+        ack_timeout_s: float = 5.0,
+        on_unacked: Callable[[], None] = lambda: None,
     ) -> None:
         self.cache = cache
+        self._on_unacked = on_unacked
+        """Told each publish that stopped waiting for an ACK (the server counts them)."""
         self.linger_s = linger_s
         self.ack_timeout_s = ack_timeout_s
         self._lingering: dict[
@@ -86,6 +94,7 @@ class XdsPublisher:
             return True
         if not await self.cache.settled(wanted, self.cache.generation, self.ack_timeout_s):
             self.unacked += 1
+            self._on_unacked()
             log.warning(
                 "not every Envoy acknowledged the new clusters within %gs "
                 "(envoy.xds_ack_timeout_s); routing on",

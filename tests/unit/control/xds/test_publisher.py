@@ -30,9 +30,14 @@ async def test_an_envoy_that_never_acks_holds_a_publish_only_for_the_bound() -> 
     compiled, snapshot = await _snapshot()
     cache = ResourceCache()
     cache.stream_opened(1)  # connected, and silent
-    publisher = XdsPublisher(cache, ack_timeout_s=compiled.config.envoy.xds_ack_timeout_s)
+    told: list[None] = []
+    publisher = XdsPublisher(
+        cache,
+        ack_timeout_s=compiled.config.envoy.xds_ack_timeout_s,
+        on_unacked=lambda: told.append(None),
+    )
     assert not await publisher.publish(compiled, snapshot)
-    assert publisher.unacked == 1 and "unacked=1" in repr(publisher)
+    assert publisher.unacked == 1 and "unacked=1" in repr(publisher) and len(told) == 1
 
 
 async def test_a_publish_returns_once_every_envoy_acked_clusters_and_endpoints() -> None:
