@@ -18,10 +18,12 @@ Watches use blocking queries: ``/v1/catalog/services`` for membership and one
 ``/v1/health/service/<name>`` per model service. Errors back off with full jitter.
 If Consul becomes unreachable the last snapshot keeps serving; its age is exported
 as ``model_router_registry_staleness_seconds``. For ``recovery_grace_s`` after a watch
-answers again, a model the new answers leave with no routable instance keeps the
-instances it had (a Consul that lost its state is repopulated by re-registration and
-anti-entropy, and a new check is critical until its first run): a registry blip must
-not black-hole a model. Envoy's health checks and ejection still guard those instances.
+answers again, a model version the new answers leave with no routable instance keeps
+the instances it had (a Consul that lost its state is repopulated by re-registration
+and anti-entropy, and a new check is critical until its first run): a registry blip
+must not black-hole a model. Per version, so requests pinned to it are served;
+unpinned requests may reach those instances too while another version is live again.
+Envoy's health checks and ejection still guard them.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ def instance_state(checks: list[Mapping[str, Any]]) -> str:
     return state
 
 
+def _versions(held: dict[str, list[str]]) -> str:
+    """``chat version 1, 2; embed version 3`` for logs."""
+    return "; ".join(f"{model} version {', '.join(vs)}" for model, vs in held.items())
+
+
 class _Backoff:
     def __init__(self, base: float = 0.5, cap: float = 10.0) -> None:
         self.base, self.cap, self.failures = base, cap, 0
@@ -123,7 +130,7 @@ class ConsulRegistry(Registry):
         self._from_file = False
         self._rebuild_lock = asyncio.Lock()
         self._recovered_at: float | None = None  # when a failing watch last answered again
-        self._held_over: tuple[str, ...] = ()  # models routed on pre-outage instances
+        self._held_over: dict[str, list[str]] = {}  # model -> versions on pre-outage instances
         self._grace_timer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -152,7 +159,7 @@ class ConsulRegistry(Registry):
             "staleness_s": round(self.staleness_s, 3),
             "from_file": self._from_file,
             "services": sorted(self._services),
-            "held_over": list(self._held_over),
+            "held_over": dict(self._held_over),
         }
 
     async def start(self) -> None:
@@ -273,7 +280,7 @@ class ConsulRegistry(Registry):
         no routable instance keeps its deployments of the last snapshot (logged, shown in
         ``describe``); a rebuild when the grace ends drops them if still absent. Per
         version: a request pinned to a version other versions' instances cannot serve."""
-        held: list[str] = []
+        held: dict[str, list[str]] = {}
         grace = self._cfg.recovery_grace_s
         since = None if self._recovered_at is None else time.monotonic() - self._recovered_at
         if self._snapshot is not None and since is not None and since < grace:
@@ -285,21 +292,20 @@ class ConsulRegistry(Registry):
                     continue
                 ids = {(d.name, d.version) for d in kept}
                 by_model[name] = [*kept, *(d for d in now if (d.name, d.version) not in ids)]
-                versions = sorted({d.version for d in kept})
-                held.append(name if not live else f"{name} (version {', '.join(versions)})")
+                held[name] = sorted({d.version for d in kept})
             if held and self._grace_timer is None:
                 self._grace_timer = self._spawn(
                     self._end_grace(grace - since), "consul-recovery-grace"
                 )
-        if held and held != list(self._held_over):
+        if held and held != self._held_over:
             log.warning(
                 "Consul answered again without routable instances of %s; keeping their "
-                "last known instances for up to %.0fs (recovery_grace_s)", ", ".join(held), grace,
+                "last known instances for up to %.0fs (recovery_grace_s)", _versions(held), grace,
             )  # fmt: skip
         elif self._held_over and not held:
             log.warning("Consul recovery: %s routed on live instances again",
-                        ", ".join(self._held_over))  # fmt: skip
-        self._held_over = tuple(held)
+                        _versions(self._held_over))  # fmt: skip
+        self._held_over = held
 
     async def _end_grace(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -126,13 +126,13 @@ async def test_a_model_emptied_by_consul_coming_back_keeps_its_instances_for_the
         registry._ok("chat")  # Consul answers again
         await _answered(registry, "critical")
         assert _routable(registry) is (grace > 0)
-        assert registry.describe()["held_over"] == (["chat"] if grace else [])
+        assert registry.describe()["held_over"] == ({"chat": ["1"]} if grace else {})
         if grace:
             assert registry._recovered_at is not None
             registry._recovered_at -= grace  # the grace is over
             await registry._rebuild()
             assert not _routable(registry)
-            assert registry.describe()["held_over"] == []
+            assert registry.describe()["held_over"] == {}
     finally:
         await registry.stop()
     assert parked.cancelled()
@@ -167,7 +167,7 @@ async def test_the_grace_holds_a_version_left_without_instances_while_another_ca
         registry._services["chat"] = two("critical")
         await registry._rebuild()
         assert routable_versions() == {"1", "2"}
-        assert registry.describe()["held_over"] == ["chat (version 2)"]
+        assert registry.describe()["held_over"] == {"chat": ["2"]}
         snapshot = registry.snapshot
         assert snapshot is not None
         ids = [(d.name, d.version) for d in snapshot.models["chat"].deployments]
