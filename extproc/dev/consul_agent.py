@@ -107,21 +107,27 @@ class ConsulAgent:
                 await asyncio.sleep(0.1)
 
     async def wait_checks_passing(self, service_ids: Collection[str], timeout_s: float) -> None:
-        """Until every check of these services passes (Consul starts a check critical
-        until its first run passes, so a router started before would see none healthy)."""
+        """Until every check of these services passes in the catalog (Consul starts a
+        check critical until its first run passes, so a router started before would see
+        none healthy). The catalog, not the agent's own view (``/v1/agent/checks``): the
+        router watches the catalog, which the agent's anti-entropy sync fills a moment
+        later, and a router started in between saw a model with no deployments."""
         import asyncio
 
         deadline = time.monotonic() + timeout_s
-        states: dict[str, str] = {}
+        states: dict[str, set[str]] = {}
         async with aiohttp.ClientSession(trust_env=False) as s:
             while time.monotonic() < deadline:
                 try:
-                    async with s.get(f"{self.url}/v1/agent/checks") as r:
-                        checks = await r.json() if r.status == 200 else {}
+                    async with s.get(f"{self.url}/v1/health/state/any") as r:
+                        checks = await r.json() if r.status == 200 else []
                 except (aiohttp.ClientError, ValueError):
-                    checks = {}
-                states = {c["ServiceID"]: c["Status"] for c in checks.values()}
-                if all(states.get(sid) == "passing" for sid in service_ids):
+                    checks = []
+                states = {}
+                for c in checks:  # every check of a service must pass
+                    if c.get("ServiceID"):
+                        states.setdefault(c["ServiceID"], set()).add(c["Status"])
+                if all(states.get(sid) == {"passing"} for sid in service_ids):
                     return
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"consul checks not passing after {timeout_s}s: {states}")
