@@ -162,6 +162,25 @@ class ConsulAgent:
                 "Status": "passing", "DeregisterCriticalServiceAfter": "10m",
             }  # fmt: skip
         await self._put("/v1/agent/service/register", body)
+        await self._wait_in_catalog(name, service_id)
+
+    async def _wait_in_catalog(self, name: str, service_id: str, timeout_s: float = 30.0) -> None:
+        """Until the catalog lists the instance: the agent registers it at once but the
+        catalog (what a router watches) gets it from the agent's sync a moment later."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(trust_env=False) as s:
+            while time.monotonic() < deadline:
+                try:
+                    async with s.get(f"{self.url}/v1/catalog/service/{name}") as r:
+                        entries = await r.json() if r.status == 200 else []
+                except (aiohttp.ClientError, ValueError):
+                    entries = []
+                if any(e.get("ServiceID") == service_id for e in entries):
+                    return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"{service_id} not in Consul's catalog after {timeout_s}s")
 
     async def deregister(self, service_id: str) -> None:
         await self._put(f"/v1/agent/service/deregister/{service_id}")
