@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,31 +106,44 @@ class ConsulAgent:
                     raise TimeoutError(f"consul at {self.url} has no leader after {timeout_s}s")
                 await asyncio.sleep(0.1)
 
+    async def _poll(
+        self, path: str, holds: Callable[[Any], bool], timeout_s: float, interval_s: float
+    ) -> Any:
+        """GET ``path`` until ``holds(its JSON)``; that JSON, or ``TimeoutError`` with the
+        last one (unreachable or not JSON: ``None``, tried again)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        async with aiohttp.ClientSession(trust_env=False) as s:
+            while time.monotonic() < deadline:
+                try:
+                    async with s.get(self.url + path) as r:
+                        last = await r.json() if r.status == 200 else None
+                except (aiohttp.ClientError, ValueError):
+                    last = None
+                if last is not None and holds(last):
+                    return last
+                await asyncio.sleep(interval_s)
+        raise TimeoutError(
+            f"GET {path} on consul at {self.url}: not yet after {timeout_s}s: {last}"
+        )
+
     async def wait_checks_passing(self, service_ids: Collection[str], timeout_s: float) -> None:
         """Until every check of these services passes in the catalog (Consul starts a
         check critical until its first run passes, so a router started before would see
         none healthy). The catalog, not the agent's own view (``/v1/agent/checks``): the
         router watches the catalog, which the agent's anti-entropy sync fills a moment
         later, and a router started in between saw a model with no deployments."""
-        import asyncio
 
-        deadline = time.monotonic() + timeout_s
-        states: dict[str, set[str]] = {}
-        async with aiohttp.ClientSession(trust_env=False) as s:
-            while time.monotonic() < deadline:
-                try:
-                    async with s.get(f"{self.url}/v1/health/state/any") as r:
-                        checks = await r.json() if r.status == 200 else []
-                except (aiohttp.ClientError, ValueError):
-                    checks = []
-                states = {}
-                for c in checks:  # every check of a service must pass
-                    if c.get("ServiceID"):
-                        states.setdefault(c["ServiceID"], set()).add(c["Status"])
-                if all(states.get(sid) == {"passing"} for sid in service_ids):
-                    return
-                await asyncio.sleep(0.2)
-        raise TimeoutError(f"consul checks not passing after {timeout_s}s: {states}")
+        def all_passing(checks: list[dict[str, Any]]) -> bool:
+            states: dict[str, set[str]] = {}
+            for c in checks:  # every check of a service must pass
+                if c.get("ServiceID"):
+                    states.setdefault(c["ServiceID"], set()).add(c["Status"])
+            return all(states.get(sid) == {"passing"} for sid in service_ids)
+
+        await self._poll("/v1/health/state/any", all_passing, timeout_s, 0.2)
 
     async def _put(self, path: str, body: Any = None) -> None:
         async with (
@@ -167,20 +180,12 @@ class ConsulAgent:
     async def _wait_in_catalog(self, name: str, service_id: str, timeout_s: float = 30.0) -> None:
         """Until the catalog lists the instance: the agent registers it at once but the
         catalog (what a router watches) gets it from the agent's sync a moment later."""
-        import asyncio
-
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession(trust_env=False) as s:
-            while time.monotonic() < deadline:
-                try:
-                    async with s.get(f"{self.url}/v1/catalog/service/{name}") as r:
-                        entries = await r.json() if r.status == 200 else []
-                except (aiohttp.ClientError, ValueError):
-                    entries = []
-                if any(e.get("ServiceID") == service_id for e in entries):
-                    return
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"{service_id} not in Consul's catalog after {timeout_s}s")
+        await self._poll(
+            f"/v1/catalog/service/{name}",
+            lambda entries: any(e.get("ServiceID") == service_id for e in entries),
+            timeout_s,
+            0.05,
+        )
 
     async def deregister(self, service_id: str) -> None:
         await self._put(f"/v1/agent/service/deregister/{service_id}")
