@@ -8,7 +8,7 @@ duration."""
 from __future__ import annotations
 
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
-from extproc.core.scheduling.scorers._normalize import ratio_to_best
+from extproc.core.scheduling.scorers._normalize import add_ratio_to_best, ratio_to_best
 
 
 class LeastBusyTime(Scorer):
@@ -57,10 +57,4 @@ class LeastBusyTime(Scorer):
         totals: list[float],
         weight: float,
     ) -> list[float]:
-        busy = self._busy(req, candidates)
-        best = min(busy, default=0.0)
-        if best <= 0:  # no positive duration to compare against: the plain way
-            return super().add_weighted(req, candidates, totals, weight)
-        # ratio_to_best fused with the weighted sum, in the same arithmetic (bit for bit
-        # what explain shows: max_score breaks ties by equality)
-        return [t + weight * (best / b) for t, b in zip(totals, busy)]  # noqa: B905
+        return add_ratio_to_best(totals, self._busy(req, candidates), weight)

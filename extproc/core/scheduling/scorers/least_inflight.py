@@ -4,7 +4,7 @@ own picks as it makes them, so this is fresh at every decision, with no scrape d
 from __future__ import annotations
 
 from extproc.core.scheduling.framework import Candidate, SchedulingRequest, Scorer
-from extproc.core.scheduling.scorers._normalize import lower_is_better
+from extproc.core.scheduling.scorers._normalize import add_lower_is_better, lower_is_better
 
 
 class LeastInflight(Scorer):
@@ -25,11 +25,4 @@ class LeastInflight(Scorer):
         if not counts:  # nothing in flight: every candidate scores 1.0
             return [t + weight for t in totals]
         get = counts.get
-        values = [get(c.address, 0) for c in candidates]
-        lo, hi = min(values, default=0), max(values, default=0)
-        if hi <= lo:
-            return [t + weight for t in totals]
-        # lower_is_better fused with the weighted sum, in the same arithmetic (bit for
-        # bit what explain shows: max_score breaks ties by equality)
-        span = hi - lo
-        return [t + weight * ((hi - v) / span) for t, v in zip(totals, values)]  # noqa: B905
+        return add_lower_is_better(totals, [get(c.address, 0) for c in candidates], weight)
