@@ -49,7 +49,7 @@ class XdsPublisher:
         self._clusters: dict[str, cluster_pb2.Cluster] = {}
         self._endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
         self._expiry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.unacked = 0
         """Publishes that timed out waiting for an Envoy's ACK (slow or stuck Envoys)."""
 
@@ -77,9 +77,9 @@ class XdsPublisher:
             else:
                 clusters[name], endpoints[name] = cluster, cla
 
-    async def publish(self, compiled: CompiledRouting, snapshot: Snapshot) -> bool:
+    async def publish(self, compiled: CompiledRouting, snapshot: Snapshot) -> None:
         """Push Envoy's resources for ``snapshot``; return once every connected Envoy has
-        the clusters and endpoints (True), or ``ack_timeout_s`` passed first (False)."""
+        the clusters and endpoints, or ``ack_timeout_s`` passed first (``on_unacked``)."""
         self._last = (compiled, snapshot)
         clusters, endpoints = build_clusters(compiled.config, snapshot)
         self._with_lingering(clusters, endpoints)
@@ -91,7 +91,7 @@ class XdsPublisher:
         changed = self.cache.set([cds, eds, pack(ROUTES, {ROUTE_CONFIG_NAME: routes})])
         self._schedule_expiry()
         if not changed or not wanted:
-            return True
+            return
         if not await self.cache.settled(wanted, self.cache.generation, self.ack_timeout_s):
             self.unacked += 1
             self._on_unacked()
@@ -100,8 +100,6 @@ class XdsPublisher:
                 "(envoy.xds_ack_timeout_s); routing on",
                 self.ack_timeout_s,
             )
-            return False
-        return True
 
     def _is_new(self, type_url: str, version: str) -> bool:
         current = self.cache.get(type_url)
