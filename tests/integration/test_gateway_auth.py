@@ -27,7 +27,6 @@ SPECS = [
     ModelServerSpec("decoy", "openai", "decoy", "1"),
 ]
 TENSOR = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [0.5]}]}
-HEALTH = ("/health", "/v2/health/ready", "/v2/health/live")
 
 
 def chat(model: str = "chat") -> dict[str, object]:
@@ -72,8 +71,8 @@ deployments:
 """
 
 
-def served(server: ModelServer) -> list[str]:
-    return [r.path for r in server.received if r.path not in HEALTH]
+def served(server: ModelServer) -> list[str]:  # Envoy's health probes are counted apart
+    return [r.path for r in server.received]
 
 
 @pytest.fixture
